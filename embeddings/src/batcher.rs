@@ -1,0 +1,75 @@
+//! Micro-batching of concurrent queries on a dedicated thread.
+//!
+//! The worker blocks for the first request, then takes every request already
+//! waiting (up to the batch limit) and runs them as one forward pass. A lone
+//! query therefore pays no added delay, and under load the batch grows by
+//! itself while the previous batch computes: no timer to tune.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::model::EmbeddingModel;
+use crate::{EmbedError, Embedding, TextKind};
+
+struct Request {
+    text: String,
+    reply: oneshot::Sender<Result<Embedding, EmbedError>>,
+}
+
+pub(crate) struct QueryBatcher {
+    sender: mpsc::Sender<Request>,
+}
+
+impl QueryBatcher {
+    /// Starts the worker thread; it ends when the batcher is dropped.
+    pub(crate) fn start(model: Arc<EmbeddingModel>, max_batch: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<Request>();
+        let spawned = std::thread::Builder::new()
+            .name("embed-queries".to_owned())
+            .spawn(move || run_worker(&model, &receiver, max_batch));
+        if let Err(error) = spawned {
+            // Without the thread every submit fails with WorkerStopped, which callers report.
+            tracing::error!(%error, "could not start the query embedding thread");
+        }
+        Self { sender }
+    }
+
+    pub(crate) async fn submit(&self, text: String) -> Result<Embedding, EmbedError> {
+        let (reply, response) = oneshot::channel();
+        self.sender
+            .send(Request { text, reply })
+            .map_err(|_| EmbedError::WorkerStopped)?;
+        response.await.map_err(|_| EmbedError::WorkerStopped)?
+    }
+}
+
+fn run_worker(model: &EmbeddingModel, receiver: &mpsc::Receiver<Request>, max_batch: usize) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let texts: Vec<&str> = batch.iter().map(|request| request.text.as_str()).collect();
+        match model.embed(&texts, TextKind::Query) {
+            Ok(vectors) => {
+                for (request, vector) in batch.into_iter().zip(vectors) {
+                    // The caller may have given up (timeout); nothing to do then.
+                    let _ = request.reply.send(Ok(vector));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(EmbedError::BatchFailed(message.clone())));
+                }
+            }
+        }
+    }
+}
