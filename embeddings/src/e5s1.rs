@@ -189,7 +189,9 @@ impl E5s1File {
             eps: f64::from(cursor.f32()?),
             block: cursor.count("block")?,
         };
-        if header.block != Q4_BLOCK_ELEMS || header.hidden % header.block != 0 || header.heads == 0
+        if header.block != Q4_BLOCK_ELEMS
+            || !header.hidden.is_multiple_of(header.block)
+            || header.heads == 0
         {
             return Err(EmbedError::format(format!("unsupported shape {header:?}")));
         }

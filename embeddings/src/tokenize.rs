@@ -17,6 +17,8 @@ use crate::e5s1::{E5s1File, SpecialIds};
 const METASPACE: char = '\u{2581}';
 
 /// A tokenizer that yields content ids for one text.
+// One tokenizer exists per loaded model, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum TextTokenizer {
     SentencePiece(SentencePieceTokenizer),
     HuggingFace(HuggingFaceTokenizer),
