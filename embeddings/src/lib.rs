@@ -109,9 +109,11 @@ impl Default for EmbedderConfig {
     }
 }
 
-/// The model directory: `$WENKE_MODEL_DIR`, or `models` under the current directory.
+/// The model directory: `$WENKE_MODEL_DIR` when set and not empty, or `models`
+/// under the current directory.
 pub fn default_model_dir() -> PathBuf {
     std::env::var_os("WENKE_MODEL_DIR")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("models"))
 }

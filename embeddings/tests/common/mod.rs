@@ -5,9 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use embeddings::EmbeddingModel;
 
-/// The model directory: `$WENKE_MODEL_DIR`, else `models/` at the workspace root.
+/// The model directory: `$WENKE_MODEL_DIR` (when not empty), else `models/` at the workspace root.
 pub fn model_dir() -> PathBuf {
     std::env::var_os("WENKE_MODEL_DIR")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
