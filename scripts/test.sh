@@ -9,4 +9,13 @@ cd "$(dirname "$0")/.."
 
 scripts/fetch-models.sh --test
 cargo fmt --all --check
-cargo test --workspace --no-fail-fast "$@"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# cargo prints one result line per test binary, the last often a doctest run
+# with nothing in it; close with the totals so the summary is what counts.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
