@@ -13,7 +13,7 @@ use candle_core::{D, DType, Device, Tensor};
 
 use crate::EmbedError;
 use crate::e5s1::Q4Rows;
-use crate::int8::Int8Linear;
+use crate::int8::{Int8Linear, Int8Op};
 
 /// How token vectors become one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,19 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Dense { weight, bias } => x.matmul(weight)?.broadcast_add(bias),
-            Self::Int8(layer) => x.contiguous()?.apply_op1_no_bwd(layer),
+            Self::Int8(layer) => x
+                .contiguous()?
+                .apply_op1_no_bwd(&Int8Op { layer, gelu: false }),
+        }
+    }
+
+    /// `GELU(forward(x))`, fused into the projection where the kernel allows.
+    fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Dense { .. } => self.forward(x)?.gelu_erf(),
+            Self::Int8(layer) => x
+                .contiguous()?
+                .apply_op1_no_bwd(&Int8Op { layer, gelu: true }),
         }
     }
 }
@@ -195,7 +207,7 @@ impl Encoder {
                 &layer.attention_norm_bias,
                 shape.eps,
             )?;
-            let inner = layer.ffn_in.forward(&x)?.gelu_erf()?;
+            let inner = layer.ffn_in.forward_gelu(&x)?;
             let ffn = layer.ffn_out.forward(&inner)?;
             x = candle_nn::ops::layer_norm(
                 &(x + ffn)?,

@@ -84,8 +84,10 @@ impl Int8Linear {
         fused
     }
 
-    /// `x` is `[tokens, in_dim]` row-major; returns `[tokens, out_dim]`.
-    pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
+    /// `x` is `[tokens, in_dim]` row-major; returns `[tokens, out_dim]`,
+    /// passed through exact GELU when `gelu` is set (fused here so the
+    /// activation runs on every worker instead of afterwards on one).
+    pub(crate) fn forward(&self, x: &[f32], gelu: bool) -> Vec<f32> {
         let tokens = x.len() / self.in_dim;
         let activations = QuantizedActivations::new(x, tokens, self.in_dim);
         let groups = self.out_dim.div_ceil(ROWS_PER_GROUP);
@@ -103,6 +105,9 @@ impl Int8Linear {
                 let rows = row_end - row_start;
                 let mut part = vec![0f32; tokens * rows];
                 self.compute_rows(&activations, row_start, row_end, &mut part);
+                if gelu {
+                    part.iter_mut().for_each(|v| *v = gelu_erf(*v));
+                }
                 (row_start, rows, part)
             })
             .collect();
@@ -205,6 +210,12 @@ impl QuantizedActivations {
             sums,
         }
     }
+}
+
+/// Exact GELU, `x·Φ(x)`, as BERT and the reference engine compute it.
+#[inline]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// Rounds half to even, as the reference's `lrintf` does, without a libm call
@@ -390,7 +401,13 @@ mod simd {
     }
 }
 
-impl CustomOp1 for Int8Linear {
+/// [`Int8Linear`] as a candle op, optionally followed by GELU.
+pub(crate) struct Int8Op<'a> {
+    pub layer: &'a Int8Linear,
+    pub gelu: bool,
+}
+
+impl CustomOp1 for Int8Op<'_> {
     fn name(&self) -> &'static str {
         "int8-linear"
     }
@@ -400,6 +417,7 @@ impl CustomOp1 for Int8Linear {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let layer = self.layer;
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("int8-linear takes f32 input");
         };
@@ -407,16 +425,16 @@ impl CustomOp1 for Int8Linear {
             candle_core::bail!("int8-linear takes contiguous input");
         };
         let dims = layout.shape().dims();
-        if dims.last() != Some(&self.in_dim) {
+        if dims.last() != Some(&layer.in_dim) {
             candle_core::bail!(
                 "int8-linear expects last dimension {}, got {dims:?}",
-                self.in_dim
+                layer.in_dim
             );
         }
-        let y = self.forward(&data[start..end]);
+        let y = layer.forward(&data[start..end], self.gelu);
         let mut out_dims = dims.to_vec();
         if let Some(last) = out_dims.last_mut() {
-            *last = self.out_dim;
+            *last = layer.out_dim;
         }
         Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
@@ -462,7 +480,7 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
         let quantised = QuantizedActivations::new(&x, tokens, in_dim);
-        let y = layer.forward(&x);
+        let y = layer.forward(&x, false);
         for t in 0..tokens {
             for r in 0..out_dim {
                 let exact: f32 = (0..in_dim)

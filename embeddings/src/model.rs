@@ -134,6 +134,20 @@ impl EmbeddingModel {
     /// attention). Windows of all texts are sorted by length and batched, so a
     /// batch of similar texts pads little.
     pub fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError> {
+        // Run the whole forward on a worker of the rayon pool: the projections'
+        // parallel parts then start on this thread at once and only hand the
+        // other half to a second worker, instead of this thread waking two
+        // workers and sleeping for every projection.
+        let mut result = None;
+        rayon::scope(|_| result = Some(self.embed_on_worker(texts, kind)));
+        result.unwrap_or(Err(EmbedError::WorkerStopped))
+    }
+
+    fn embed_on_worker(
+        &self,
+        texts: &[&str],
+        kind: TextKind,
+    ) -> Result<Vec<Embedding>, EmbedError> {
         let windows = self.windows(texts, kind)?;
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| windows[i].tokens.len());
