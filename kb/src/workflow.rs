@@ -183,28 +183,14 @@ pub fn apply(
         Action::Approve {
             note: approval_note,
         } => {
-            if entry.status != Status::InReview {
-                return Err(invalid());
-            }
-            if same_person(&entry.author, actor) {
-                return Err(WorkflowError::SelfReview {
-                    author: entry.author.clone(),
-                });
-            }
+            check_review(entry, actor).map_err(|e| e.unwrap_or_else(invalid))?;
             next.status = Status::Published;
             next.reviewer = Some(actor.to_owned());
             next.reviewed_at = Some(now);
             note = approval_note;
         }
         Action::Reject { note: reason } => {
-            if entry.status != Status::InReview {
-                return Err(invalid());
-            }
-            if same_person(&entry.author, actor) {
-                return Err(WorkflowError::SelfReview {
-                    author: entry.author.clone(),
-                });
-            }
+            check_review(entry, actor).map_err(|e| e.unwrap_or_else(invalid))?;
             next.status = Status::Draft;
             note = Some(reason);
         }
@@ -240,6 +226,21 @@ pub fn apply(
         snapshot: next.clone(),
     };
     Ok((next, revision))
+}
+
+/// A review (approve or reject) needs an entry in review and a reviewer who
+/// is not its author. `Err(None)` means the state is wrong; the caller names
+/// the action in that error.
+fn check_review(entry: &Entry, reviewer: &str) -> Result<(), Option<WorkflowError>> {
+    if entry.status != Status::InReview {
+        return Err(None);
+    }
+    if same_person(&entry.author, reviewer) {
+        return Err(Some(WorkflowError::SelfReview {
+            author: entry.author.clone(),
+        }));
+    }
+    Ok(())
 }
 
 fn checked_actor(actor: &str) -> Result<&str, WorkflowError> {

@@ -1,7 +1,7 @@
 //! The editorial state machine: transitions, four eyes, revisions and restore,
 //! and invariants over random action sequences.
 
-use kb::entry::{Category, EntryContent, EntryId, Source, Status};
+use kb::entry::{Category, Entry, EntryContent, EntryId, Source, Status};
 use kb::workflow::{Action, Revision, WorkflowError, apply, create};
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -32,8 +32,8 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::UNIX_EPOCH
 }
 
-#[test]
-fn draft_to_published_needs_a_second_person() {
+/// A draft by 王编辑, submitted for review.
+fn submitted() -> Entry {
     let (draft, _) = create(
         EntryId::new(),
         content("马铃薯晚疫病怎么防治？"),
@@ -41,7 +41,14 @@ fn draft_to_published_needs_a_second_person() {
         now(),
     )
     .unwrap();
-    let (in_review, _) = apply(&draft, Action::Submit, "王编辑", now(), &[]).unwrap();
+    apply(&draft, Action::Submit, "王编辑", now(), &[])
+        .unwrap()
+        .0
+}
+
+#[test]
+fn draft_to_published_needs_a_second_person() {
+    let in_review = submitted();
     assert_eq!(in_review.status, Status::InReview);
 
     let own = apply(
@@ -73,14 +80,7 @@ fn draft_to_published_needs_a_second_person() {
 
 #[test]
 fn editing_published_content_takes_it_back_to_draft() {
-    let (draft, _) = create(
-        EntryId::new(),
-        content("马铃薯晚疫病怎么防治？"),
-        "王编辑",
-        now(),
-    )
-    .unwrap();
-    let (review, _) = apply(&draft, Action::Submit, "王编辑", now(), &[]).unwrap();
+    let review = submitted();
     let (published, _) = apply(
         &review,
         Action::Approve { note: None },
