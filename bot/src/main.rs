@@ -1,6 +1,8 @@
 //! The `wenke` command line: serve, ask, kb, eval, bench.
 
 mod bench;
+mod bench_kb;
+mod kb_cli;
 
 use std::path::PathBuf;
 
@@ -16,6 +18,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    store: kb_cli::StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -27,9 +31,21 @@ enum Command {
         /// Embed as a passage instead of a query.
         #[arg(long)]
         passage: bool,
-        /// The model directory.
-        #[arg(long, env = "WENKE_MODEL_DIR", default_value = "models")]
-        model_dir: PathBuf,
+    },
+    /// The knowledge base: import, export, editorial workflow, search.
+    #[command(subcommand)]
+    Kb(kb_cli::KbCommand),
+    /// Retrieval quality on labelled questions (`{"question", "expected"}` per line).
+    Eval {
+        /// JSONL files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Writes each question's ranked features here, for refitting the calibration.
+        #[arg(long)]
+        features: Option<PathBuf>,
+        /// Prints every miss and false answer.
+        #[arg(long)]
+        show_misses: bool,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -49,9 +65,18 @@ enum BenchCommand {
         /// Passages in the throughput run.
         #[arg(long, default_value_t = 1000)]
         passages: usize,
-        /// The model directory.
-        #[arg(long, env = "WENKE_MODEL_DIR", default_value = "models")]
-        model_dir: PathBuf,
+    },
+    /// The KB search step without the model, on synthetic embedding-like vectors.
+    Kb {
+        /// Index points (phrasings) to store.
+        #[arg(long, default_value_t = 10_000)]
+        points: usize,
+        /// Timed searches.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Build the store here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -64,11 +89,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Embed {
-            text,
-            passage,
-            model_dir,
-        } => {
+        Command::Embed { text, passage } => {
+            let model_dir = &cli.store.model_dir;
             let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
                 model_path: model_dir.join("multilingual-e5-small-q4"),
                 ..Default::default()
@@ -88,16 +110,48 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Kb(command) => {
+            let code = runtime()?.block_on(kb_cli::run(&cli.store, command))?;
+            std::process::exit(code);
+        }
+        Command::Eval {
+            files,
+            features,
+            show_misses,
+        } => {
+            let code = runtime()?.block_on(kb_cli::eval(
+                &cli.store,
+                &files,
+                features.as_deref(),
+                show_misses,
+            ))?;
+            std::process::exit(code);
+        }
         Command::Bench(BenchCommand::Embed {
             threads,
             queries,
             passages,
-            model_dir,
         }) => bench::run_embed_bench(&bench::EmbedBenchConfig {
             threads,
             query_runs: queries,
             passages,
-            model_dir,
+            model_dir: cli.store.model_dir.clone(),
         }),
+        Command::Bench(BenchCommand::Kb {
+            points,
+            queries,
+            dir,
+        }) => runtime()?.block_on(bench_kb::run(&bench_kb::KbBenchConfig {
+            points,
+            queries,
+            dir,
+            dim: 384,
+        })),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

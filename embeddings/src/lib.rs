@@ -178,6 +178,24 @@ impl Embedder {
         .map_err(|_| EmbedError::WorkerStopped)?
     }
 
+    /// Embeds many texts of one kind on a blocking thread, in batches.
+    pub async fn embed_many(
+        &self,
+        texts: Vec<String>,
+        kind: TextKind,
+    ) -> Result<Vec<Embedding>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            model.embed(&refs, kind)
+        })
+        .await
+        .map_err(|_| EmbedError::WorkerStopped)?
+    }
+
     /// Embeds one query on the calling thread (for CLIs and blocking contexts).
     pub fn embed_query_blocking(&self, text: &str) -> Result<Embedding, EmbedError> {
         let mut vectors = self.model.embed(&[text], TextKind::Query)?;

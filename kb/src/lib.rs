@@ -3,11 +3,25 @@
 //! - [`entry`]: the entry model and its validation.
 //! - [`workflow`]: the editorial state machine (draft → in review → published → retired).
 //! - [`text`]: Chinese normalisation, segmentation, synonyms and typo correction.
+//! - [`dict`]: the synonym and domain-term dictionaries.
 //! - [`lexical`]: BM25 as sparse vectors.
+//! - [`retrieval`]: fusion of dense and lexical candidates, calibrated confidence.
+//! - [`store`]: the storage trait and its embedded and server implementations.
+//! - [`base`]: the knowledge base service tying them together.
 //! - [`import`]: JSONL, CSV and Markdown exchange formats.
 
+pub mod base;
+pub mod dict;
 pub mod entry;
 pub mod import;
 pub mod lexical;
+pub mod retrieval;
+pub mod store;
 pub mod text;
 pub mod workflow;
+
+pub use base::{
+    Decision, Evidence, ImportOptions, ImportReport, KbError, KnowledgeBase, ListFilter,
+    PhrasingKind, PublishedEntry, SearchFilter, SearchHit, SearchOutcome,
+};
+pub use retrieval::Calibration;

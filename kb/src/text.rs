@@ -368,6 +368,13 @@ impl Analyzer {
             .collect()
     }
 
+    /// The text given to the embedding model: normalised, with dialect
+    /// words rewritten, so 洋芋 and 马铃薯 embed alike on both sides.
+    pub fn embedding_text(&self, text: &str) -> String {
+        let mut ignored = Vec::new();
+        self.synonyms.apply(&normalise(text), &mut ignored)
+    }
+
     /// Lexical tokens of a stored text (an entry's question, phrasing or
     /// answer), with synonyms applied so dialect and standard words meet.
     pub fn index_tokens(&self, text: &str) -> Vec<String> {

@@ -1,0 +1,314 @@
+//! `wenke bench kb`: the search step of the knowledge base without the
+//! model, on the embedded store, at a chosen size.
+//!
+//! Vectors are synthetic but embedding-like: unit vectors scattered around a
+//! few hundred topic centroids, so neighbourhoods are dense and uneven as
+//! real sentence embeddings are (uniform random vectors would make HNSW look
+//! better than it is). Each timed search does what `KnowledgeBase::search`
+//! does after embedding: the exact-phrasing lookup, a filtered dense search,
+//! a filtered lexical search and a read of the top entries' records.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kb::lexical::{SparseVector, document_vector, query_vector};
+use kb::store::edge::EdgeStore;
+use kb::store::{
+    CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
+    SearchRequest,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct KbBenchConfig {
+    /// Index points (phrasings) to store.
+    pub points: usize,
+    /// Timed searches.
+    pub queries: usize,
+    /// Where to build the store; a temporary directory when absent.
+    pub dir: Option<PathBuf>,
+    /// Vector dimension.
+    pub dim: usize,
+}
+
+const CATEGORIES: [&str; 7] = [
+    "农业种植",
+    "畜牧水产",
+    "健康医学",
+    "科学辟谣",
+    "防灾减灾",
+    "生活科普",
+    "前沿科技",
+];
+const WORDS: [&str; 24] = [
+    "马铃薯",
+    "晚疫病",
+    "水稻",
+    "稻瘟病",
+    "玉米",
+    "草地贪夜蛾",
+    "甘薯",
+    "储藏",
+    "柑橘",
+    "黄龙病",
+    "茶叶",
+    "高温",
+    "干旱",
+    "滑坡",
+    "中暑",
+    "隔夜菜",
+    "致癌",
+    "生猪",
+    "非洲猪瘟",
+    "辣椒",
+    "疫病",
+    "油菜",
+    "菌核病",
+    "猕猴桃",
+];
+
+/// A small deterministic generator (xorshift), so runs are repeatable
+/// without pulling a random-number crate into the binary for a benchmark.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        // Box–Muller.
+        let u1 = self.unit().max(1e-7);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+fn near(rng: &mut Rng, centroid: &[f32], spread: f32) -> Vec<f32> {
+    normalised(centroid.iter().map(|c| c + spread * rng.normal()).collect())
+}
+
+fn tokens(rng: &mut Rng) -> Vec<String> {
+    (0..4)
+        .map(|_| WORDS[rng.below(WORDS.len())].to_owned())
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
+    let temp;
+    let root = match &config.dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let collection = "bench_index";
+    let records = "bench_entries";
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let centroids: Vec<Vec<f32>> = (0..300)
+        .map(|_| normalised((0..config.dim).map(|_| rng.normal()).collect()))
+        .collect();
+
+    let store = EdgeStore::open(&root).context("opening the bench store")?;
+    store
+        .ensure_collection(&CollectionSpec {
+            name: collection.into(),
+            dense_dim: Some(config.dim),
+            lexical: true,
+            keyword_fields: vec!["entry_id", "status", "category", "canonical"],
+            integer_fields: Vec::new(),
+        })
+        .await?;
+    store
+        .ensure_collection(&CollectionSpec {
+            name: records.into(),
+            dense_dim: None,
+            lexical: false,
+            keyword_fields: vec!["status"],
+            integer_fields: Vec::new(),
+        })
+        .await?;
+
+    let started = Instant::now();
+    const BATCH: usize = 2000;
+    let mut written = 0;
+    while written < config.points {
+        let n = BATCH.min(config.points - written);
+        let mut points = Vec::with_capacity(n);
+        let mut entries = Vec::with_capacity(n);
+        for i in written..written + n {
+            let centroid = &centroids[rng.below(centroids.len())];
+            let status = if rng.below(10) == 0 {
+                "draft"
+            } else {
+                "published"
+            };
+            let words = tokens(&mut rng);
+            let mut payload: Payload = json!({
+                "entry_id": Uuid::from_u128(i as u128).to_string(),
+                "status": status,
+                "category": CATEGORIES[rng.below(CATEGORIES.len())],
+                "canonical": format!("问题{i}"),
+                "tokens": words,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+            payload.insert("text".into(), json!(format!("问题{i}")));
+            points.push(NewPoint {
+                id: Uuid::from_u128(i as u128),
+                dense: Some(near(&mut rng, centroid, 0.08)),
+                lexical: Some(document_vector(&words, 4.0)),
+                payload,
+            });
+            entries.push(NewPoint {
+                id: Uuid::from_u128(i as u128),
+                dense: None,
+                lexical: None,
+                payload: json!({"status": status, "question": format!("问题{i}"), "answer": "答".repeat(200)})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+        store.upsert(collection, points).await?;
+        store.upsert(records, entries).await?;
+        written += n;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    store.optimize(collection).await?;
+    let optimize_seconds = started.elapsed().as_secs_f64();
+
+    let queries: Vec<(Vec<f32>, SparseVector, &str)> = (0..config.queries)
+        .map(|_| {
+            let centroid = &centroids[rng.below(centroids.len())];
+            (
+                near(&mut rng, centroid, 0.08),
+                query_vector(&tokens(&mut rng)),
+                CATEGORIES[rng.below(CATEGORIES.len())],
+            )
+        })
+        .collect();
+    let filter_for = |category: &str| {
+        Filter::must(Condition::keyword("status", "published"))
+            .and(Condition::keyword("category", category))
+    };
+
+    // Warm-up, then timed searches.
+    let store = Arc::new(store);
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut recall_sum = 0.0;
+    for (round, (dense, sparse, category)) in queries.iter().enumerate() {
+        let filter = filter_for(category);
+        let started = Instant::now();
+        let (_exact, _) = store
+            .scroll(
+                collection,
+                filter
+                    .clone()
+                    .and(Condition::keyword("canonical", "不存在的问题")),
+                None,
+                1,
+            )
+            .await?;
+        let hits = store
+            .search(SearchRequest {
+                collection: collection.into(),
+                query: QueryVector::Dense(dense.clone()),
+                filter: filter.clone(),
+                limit: 40,
+                exactness: Exactness::Indexed,
+            })
+            .await?;
+        let _lexical = store
+            .search(SearchRequest {
+                collection: collection.into(),
+                query: QueryVector::Lexical(sparse.clone()),
+                filter: filter.clone(),
+                limit: 40,
+                exactness: Exactness::Indexed,
+            })
+            .await?;
+        let top: Vec<Uuid> = hits.iter().take(10).map(|h| h.id).collect();
+        let _records = store.get(records, top.clone()).await?;
+        let elapsed = started.elapsed();
+        if round >= 10.min(queries.len() / 10) {
+            latencies.push(elapsed);
+        }
+        let truth = store
+            .search(SearchRequest {
+                collection: collection.into(),
+                query: QueryVector::Dense(dense.clone()),
+                filter,
+                limit: 10,
+                exactness: Exactness::Exact,
+            })
+            .await?;
+        let truth: std::collections::HashSet<Uuid> = truth.iter().map(|h| h.id).collect();
+        let found = top.iter().filter(|id| truth.contains(id)).count();
+        recall_sum += if truth.is_empty() {
+            1.0
+        } else {
+            found as f64 / truth.len() as f64
+        };
+    }
+    latencies.sort();
+    drop(store);
+
+    let started = Instant::now();
+    let reopened = EdgeStore::open(&root)?;
+    let (first, _) = reopened
+        .scroll(collection, Filter::default(), None, 1)
+        .await?;
+    let reopen_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(!first.is_empty(), "reopened store is empty");
+
+    println!("points               {}", config.points);
+    println!(
+        "load                 {load_seconds:.1} s ({:.0} points/s, flushed per batch of {BATCH})",
+        config.points as f64 / load_seconds
+    );
+    println!("optimise (HNSW)      {optimize_seconds:.1} s");
+    println!(
+        "search step          p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} timed, filter status+category)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        latencies.len()
+    );
+    println!(
+        "filtered recall@10   {:.4} (HNSW vs exact, same filter)",
+        recall_sum / queries.len().max(1) as f64
+    );
+    println!("reopen + first read  {reopen_seconds:.2} s");
+    Ok(())
+}

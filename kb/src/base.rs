@@ -1,0 +1,1145 @@
+//! The knowledge base service: entries, their revisions and the published
+//! search index, on any [`PointStore`].
+//!
+//! Three collections hold the state:
+//! - `entries`: one point per entry, the payload is the whole [`Entry`];
+//! - `revisions`: one point per recorded change ([`Revision`]);
+//! - the search index, reached through the alias `index`: one point per
+//!   phrasing (question and each alternative) and one per answer, of
+//!   **published** entries only, each with a dense vector and a BM25 vector.
+//!
+//! A change touches several collections, so it is first written whole to a
+//! fourth collection, `journal`, then applied, then the journal point is
+//! removed. Opening the knowledge base re-applies whatever a crash left in
+//! the journal; every step is an idempotent upsert or delete by id, so
+//! re-applying is safe. A change is acknowledged only after all of it is
+//! applied.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use embeddings::{Embedder, TextKind};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
+use crate::import::ParsedRow;
+use crate::lexical;
+use crate::retrieval::{Calibration, Candidate, Features, rank_candidates};
+use crate::store::{
+    CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
+    Record, SearchRequest, StoreError, scroll_all,
+};
+use crate::text::{AnalyzedQuery, Analyzer};
+use crate::workflow::{self, Action, Revision, WorkflowError};
+
+const ENTRIES: &str = "entries";
+const REVISIONS: &str = "revisions";
+const JOURNAL: &str = "journal";
+const INDEX_ALIAS: &str = "index";
+/// Typical token count of a phrasing and of an answer, for BM25 length normalisation.
+const PHRASING_AVERAGE_TOKENS: f32 = 8.0;
+const ANSWER_AVERAGE_TOKENS: f32 = 60.0;
+/// Candidates fetched from each of the dense and lexical searches.
+const CANDIDATES_PER_SIGNAL: usize = 40;
+/// Entries embedded and written per step of an import or re-index.
+const BATCH: usize = 32;
+
+/// Errors from the knowledge base.
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    /// The storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The model failed.
+    #[error("embedding failed: {0}")]
+    Embed(#[from] embeddings::EmbedError),
+    /// An editorial rule was broken.
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    /// No such entry.
+    #[error("no entry {0}")]
+    NotFound(String),
+    /// Stored data could not be read back.
+    #[error("corrupt record {id} in {collection}: {message}")]
+    Corrupt {
+        /// Collection.
+        collection: &'static str,
+        /// Point id.
+        id: Uuid,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An entry that is published: the only kind of entry a user-facing answer
+/// can be built from. It cannot be constructed from an entry in any other
+/// state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedEntry(Entry);
+
+impl PublishedEntry {
+    /// Wraps a published entry; `None` for any other state.
+    pub fn new(entry: Entry) -> Option<Self> {
+        (entry.status == Status::Published).then_some(Self(entry))
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &Entry {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PublishedEntry {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.0
+    }
+}
+
+/// Which text of an entry an index point holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhrasingKind {
+    /// The canonical question.
+    Question,
+    /// An alternative phrasing.
+    Alternative,
+    /// The answer (question plus short answer, as a passage).
+    Answer,
+}
+
+/// Restricts a search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Only this category.
+    pub category: Option<Category>,
+    /// Only entries about one of these crops.
+    pub crops: Vec<String>,
+}
+
+/// Why an entry was returned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    /// The stored text that matched best.
+    pub matched_text: String,
+    /// Which kind of text it is.
+    pub matched_kind: PhrasingKind,
+    /// Cosine similarity of the query and that text, if the dense search found it.
+    pub dense: Option<f32>,
+    /// BM25 score of that text, if the lexical search found it.
+    pub lexical: Option<f32>,
+    /// Share of the query's words (weighted by length) found in that text.
+    pub coverage: f32,
+    /// Whether the query equals a published phrasing after normalisation.
+    pub exact: bool,
+}
+
+/// One ranked entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The entry.
+    pub entry: PublishedEntry,
+    /// The ranking score (comparable within one search only).
+    pub score: f32,
+    /// Probability-like confidence that this entry answers the question.
+    pub confidence: f32,
+    /// What the confidence was computed from.
+    pub features: Features,
+    /// Why it matched.
+    pub evidence: Evidence,
+}
+
+/// What the bot should do with a search result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Answer with the top entry.
+    Answer,
+    /// Offer the top entries as "did you mean".
+    Suggest,
+    /// Say there is no authoritative answer.
+    Abstain,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// How the question was read.
+    pub query: AnalyzedQuery,
+    /// Ranked entries, best first.
+    pub hits: Vec<SearchHit>,
+    /// What to do, from the top hit's confidence.
+    pub decision: Decision,
+}
+
+impl SearchOutcome {
+    /// The top hit's confidence, 0 when nothing was found.
+    pub fn confidence(&self) -> f32 {
+        self.hits.first().map_or(0.0, |h| h.confidence)
+    }
+}
+
+/// Filters for editors' listings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this state.
+    pub status: Option<Status>,
+    /// Only this category.
+    pub category: Option<Category>,
+    /// Only entries about this crop.
+    pub crop: Option<String>,
+    /// Only entries for this region.
+    pub region: Option<String>,
+    /// Only entries whose review-by date is before this `YYYY-MM-DD` date.
+    pub stale_before: Option<String>,
+}
+
+/// How an import treats its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Who is recorded as the author of imported content.
+    pub actor: String,
+    /// A reviewer who approves every imported entry at once (for material an
+    /// institution has already vetted); `None` leaves them as drafts.
+    pub approve_as: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// New entries.
+    pub created: usize,
+    /// Entries whose content changed.
+    pub updated: usize,
+    /// Rows identical to the stored entry.
+    pub unchanged: usize,
+    /// Rows not imported, with where and why.
+    pub errors: Vec<RowError>,
+}
+
+/// A row that could not be imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// Where the row is (line number or file).
+    pub origin: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A batch of changes, written to the journal before it is applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    entries: Vec<Entry>,
+    revisions: Vec<Revision>,
+    /// Index points of earlier versions that the new versions do not overwrite.
+    stale_index_points: Vec<Uuid>,
+}
+
+/// The knowledge base.
+pub struct KnowledgeBase {
+    store: Arc<dyn PointStore>,
+    embedder: Embedder,
+    analyzer: RwLock<Arc<Analyzer>>,
+    calibration: Calibration,
+}
+
+fn entries_spec() -> CollectionSpec {
+    CollectionSpec {
+        name: ENTRIES.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec![
+            "status",
+            "category",
+            "crops",
+            "regions",
+            "external_key",
+            "author",
+        ],
+        integer_fields: Vec::new(),
+    }
+}
+
+fn revisions_spec() -> CollectionSpec {
+    CollectionSpec {
+        name: REVISIONS.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec!["entry_id"],
+        integer_fields: Vec::new(),
+    }
+}
+
+fn journal_spec() -> CollectionSpec {
+    CollectionSpec {
+        name: JOURNAL.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: Vec::new(),
+        integer_fields: Vec::new(),
+    }
+}
+
+fn index_spec(name: String, dim: usize) -> CollectionSpec {
+    CollectionSpec {
+        name,
+        dense_dim: Some(dim),
+        lexical: true,
+        keyword_fields: vec![
+            "entry_id",
+            "status",
+            "category",
+            "crops",
+            "regions",
+            "canonical",
+            "kind",
+        ],
+        integer_fields: vec!["months"],
+    }
+}
+
+/// Collection names may hold only ASCII letters, digits, `-` and `_`.
+fn slug(model_id: &str) -> String {
+    model_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A stable id derived from a name: the same entry slot always maps to the
+/// same index point, so rewriting an entry overwrites its points.
+fn derived_id(namespace: Uuid, name: &str) -> Uuid {
+    let mut hasher = Sha256::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update(name.as_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+fn revision_id(revision: &Revision) -> Uuid {
+    derived_id(
+        revision.entry_id.0,
+        &format!("revision:{}", revision.version),
+    )
+}
+
+/// The index slots of an entry: its question, each alternative, its answer.
+fn index_slots(entry: &Entry) -> Vec<(Uuid, PhrasingKind, String)> {
+    let id = entry.id.0;
+    let mut slots = vec![(
+        derived_id(id, "question"),
+        PhrasingKind::Question,
+        entry.content.question.clone(),
+    )];
+    for (i, alt) in entry.content.alt_questions.iter().enumerate() {
+        slots.push((
+            derived_id(id, &format!("alt:{i}")),
+            PhrasingKind::Alternative,
+            alt.clone(),
+        ));
+    }
+    slots.push((
+        derived_id(id, "answer"),
+        PhrasingKind::Answer,
+        format!("{}\n{}", entry.content.question, entry.chat_answer()),
+    ));
+    slots
+}
+
+fn to_payload<T: Serialize>(value: &T) -> Payload {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        // Every type stored here serialises to an object.
+        _ => Payload::new(),
+    }
+}
+
+fn from_record<T: for<'de> Deserialize<'de>>(
+    collection: &'static str,
+    record: Record,
+) -> Result<T, KbError> {
+    serde_json::from_value(Value::Object(record.payload)).map_err(|e| KbError::Corrupt {
+        collection,
+        id: record.id,
+        message: e.to_string(),
+    })
+}
+
+impl KnowledgeBase {
+    /// Opens the knowledge base on a store: creates missing collections,
+    /// finishes any change a crash interrupted, and builds the search index
+    /// if it is missing or was made by another model.
+    pub async fn open(
+        store: Arc<dyn PointStore>,
+        embedder: Embedder,
+        analyzer: Analyzer,
+        calibration: Calibration,
+    ) -> Result<Self, KbError> {
+        for spec in [entries_spec(), revisions_spec(), journal_spec()] {
+            store.ensure_collection(&spec).await?;
+        }
+        let kb = Self {
+            store,
+            embedder,
+            analyzer: RwLock::new(Arc::new(analyzer)),
+            calibration,
+        };
+        kb.recover().await?;
+        let current = kb.store.resolve_alias(INDEX_ALIAS).await?;
+        let wanted_prefix = kb.index_prefix();
+        match current {
+            Some(name) if name.starts_with(&wanted_prefix) => {
+                kb.store
+                    .ensure_collection(&index_spec(name, kb.embedder.dimension()))
+                    .await?;
+            }
+            Some(other) => {
+                tracing::warn!(
+                    index = other,
+                    model = kb.embedder.model_id(),
+                    "search index was built by another model; re-indexing"
+                );
+                kb.reindex(&|_, _| {}).await?;
+            }
+            None => {
+                kb.reindex(&|_, _| {}).await?;
+            }
+        }
+        Ok(kb)
+    }
+
+    fn index_prefix(&self) -> String {
+        format!("index__{}__", slug(self.embedder.model_id()))
+    }
+
+    /// The analyzer in use.
+    pub fn analyzer(&self) -> Arc<Analyzer> {
+        Arc::clone(&self.analyzer.read())
+    }
+
+    /// Replaces the analyzer (new dictionaries). The lexical vectors of
+    /// stored phrasings keep their old segmentation until [`Self::reindex`].
+    pub fn set_analyzer(&self, analyzer: Analyzer) {
+        *self.analyzer.write() = Arc::new(analyzer);
+    }
+
+    /// The store's kind, for logs.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    // ----- reading -----
+
+    /// One entry by id, in any state (for editors).
+    pub async fn get(&self, id: EntryId) -> Result<Option<Entry>, KbError> {
+        let mut records = self.store.get(ENTRIES, vec![id.0]).await?;
+        records
+            .pop()
+            .map(|record| from_record(ENTRIES, record))
+            .transpose()
+    }
+
+    /// One entry by id or by external key.
+    pub async fn find(&self, id_or_key: &str) -> Result<Option<Entry>, KbError> {
+        if let Ok(uuid) = Uuid::parse_str(id_or_key)
+            && let Some(entry) = self.get(EntryId(uuid)).await?
+        {
+            return Ok(Some(entry));
+        }
+        self.find_by_key(id_or_key).await
+    }
+
+    /// One entry by external key.
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<Entry>, KbError> {
+        let (mut records, _) = self
+            .store
+            .scroll(
+                ENTRIES,
+                Filter::must(Condition::keyword("external_key", key)),
+                None,
+                1,
+            )
+            .await?;
+        records
+            .pop()
+            .map(|record| from_record(ENTRIES, record))
+            .transpose()
+    }
+
+    /// Entries matching the filter, sorted by last change, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, KbError> {
+        let mut store_filter = Filter::default();
+        if let Some(status) = filter.status {
+            store_filter = store_filter.and(Condition::keyword("status", status.as_str()));
+        }
+        if let Some(category) = filter.category {
+            store_filter = store_filter.and(Condition::keyword("category", category.name()));
+        }
+        if let Some(crop) = &filter.crop {
+            store_filter = store_filter.and(Condition::keyword("crops", crop.clone()));
+        }
+        if let Some(region) = &filter.region {
+            store_filter = store_filter.and(Condition::keyword("regions", region.clone()));
+        }
+        let mut entries = scroll_all(self.store.as_ref(), ENTRIES, store_filter)
+            .await?
+            .into_iter()
+            .map(|record| from_record::<Entry>(ENTRIES, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(before) = &filter.stale_before {
+            // Dates are `YYYY-MM-DD`, so string order is date order.
+            entries.retain(|e| {
+                e.content
+                    .review_by
+                    .as_deref()
+                    .is_some_and(|d| d < before.as_str())
+            });
+        }
+        entries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
+        Ok(entries)
+    }
+
+    /// Number of entries in each state.
+    pub async fn count_by_status(&self) -> Result<Vec<(Status, usize)>, KbError> {
+        let mut counts = Vec::new();
+        for status in [
+            Status::Draft,
+            Status::InReview,
+            Status::Published,
+            Status::Retired,
+        ] {
+            let n = self
+                .store
+                .count(
+                    ENTRIES,
+                    Filter::must(Condition::keyword("status", status.as_str())),
+                )
+                .await?;
+            counts.push((status, n));
+        }
+        Ok(counts)
+    }
+
+    /// Every recorded change of an entry, oldest first.
+    pub async fn history(&self, id: EntryId) -> Result<Vec<Revision>, KbError> {
+        let mut revisions = scroll_all(
+            self.store.as_ref(),
+            REVISIONS,
+            Filter::must(Condition::keyword("entry_id", id.to_string())),
+        )
+        .await?
+        .into_iter()
+        .map(|record| from_record::<Revision>(REVISIONS, record))
+        .collect::<Result<Vec<_>, _>>()?;
+        revisions.sort_by_key(|r| r.version);
+        Ok(revisions)
+    }
+
+    // ----- writing -----
+
+    /// Creates a draft entry.
+    pub async fn create(&self, content: EntryContent, actor: &str) -> Result<Entry, KbError> {
+        let (entry, revision) =
+            workflow::create(EntryId::new(), content, actor, OffsetDateTime::now_utc())?;
+        self.commit(vec![(None, entry.clone(), vec![revision])])
+            .await?;
+        Ok(entry)
+    }
+
+    /// Applies an editorial action to an entry.
+    pub async fn apply(&self, id: EntryId, action: Action, actor: &str) -> Result<Entry, KbError> {
+        let current = self
+            .get(id)
+            .await?
+            .ok_or_else(|| KbError::NotFound(id.to_string()))?;
+        let history = match action {
+            Action::Restore { .. } => self.history(id).await?,
+            _ => Vec::new(),
+        };
+        let (next, revision) =
+            workflow::apply(&current, action, actor, OffsetDateTime::now_utc(), &history)?;
+        self.commit(vec![(Some(current), next.clone(), vec![revision])])
+            .await?;
+        Ok(next)
+    }
+
+    /// Imports parsed rows: new external keys become entries, known ones are
+    /// updated when their content changed, rows with errors are reported and
+    /// skipped. `progress` is called with (rows done, rows total).
+    pub async fn import(
+        &self,
+        rows: Vec<ParsedRow>,
+        options: &ImportOptions,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<ImportReport, KbError> {
+        let total = rows.len();
+        let mut report = ImportReport::default();
+        let mut seen_keys = HashSet::new();
+        let mut done = 0;
+        for chunk in rows.chunks(BATCH) {
+            let mut batch = Vec::new();
+            for row in chunk {
+                done += 1;
+                let content = match &row.result {
+                    Ok(content) => content.clone(),
+                    Err(errors) => {
+                        report.errors.push(RowError {
+                            origin: row.origin.to_string(),
+                            message: errors
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("；"),
+                        });
+                        continue;
+                    }
+                };
+                if let Some(key) = &content.external_key
+                    && !seen_keys.insert(key.clone())
+                {
+                    report.errors.push(RowError {
+                        origin: row.origin.to_string(),
+                        message: format!("外部编号 {key} 在本次导入中重复"),
+                    });
+                    continue;
+                }
+                match self.import_one(content, options).await {
+                    Ok(Some((previous, entry, revisions))) => {
+                        if previous.is_some() {
+                            report.updated += 1;
+                        } else {
+                            report.created += 1;
+                        }
+                        batch.push((previous, entry, revisions));
+                    }
+                    Ok(None) => report.unchanged += 1,
+                    Err(KbError::Workflow(e)) => report.errors.push(RowError {
+                        origin: row.origin.to_string(),
+                        message: e.to_string(),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.commit(batch).await?;
+            progress(done, total);
+        }
+        Ok(report)
+    }
+
+    /// The change one import row makes, or `None` when nothing changes.
+    async fn import_one(
+        &self,
+        content: EntryContent,
+        options: &ImportOptions,
+    ) -> Result<Option<(Option<Entry>, Entry, Vec<Revision>)>, KbError> {
+        let now = OffsetDateTime::now_utc();
+        let existing = match &content.external_key {
+            Some(key) => self.find_by_key(key).await?,
+            None => None,
+        };
+        let wants_published = options.approve_as.is_some();
+        let (mut entry, mut revisions) = match &existing {
+            Some(current)
+                if current.content == content
+                    && (!wants_published || current.status == Status::Published) =>
+            {
+                return Ok(None);
+            }
+            Some(current) if current.content == content => (current.clone(), Vec::new()),
+            Some(current) => {
+                let (next, revision) =
+                    workflow::apply(current, Action::Edit { content }, &options.actor, now, &[])?;
+                (next, vec![revision])
+            }
+            None => {
+                let (entry, revision) =
+                    workflow::create(EntryId::new(), content, &options.actor, now)?;
+                (entry, vec![revision])
+            }
+        };
+        if let Some(reviewer) = &options.approve_as {
+            if entry.status == Status::Draft {
+                let (next, revision) =
+                    workflow::apply(&entry, Action::Submit, &options.actor, now, &[])?;
+                entry = next;
+                revisions.push(revision);
+            }
+            if entry.status == Status::InReview {
+                let (next, revision) = workflow::apply(
+                    &entry,
+                    Action::Approve {
+                        note: Some("批量导入时审核通过".into()),
+                    },
+                    reviewer,
+                    now,
+                    &[],
+                )?;
+                entry = next;
+                revisions.push(revision);
+            }
+        }
+        Ok(Some((existing, entry, revisions)))
+    }
+
+    /// Writes a batch of changes: journal, then revisions, entries and index,
+    /// then clears the journal. `previous` is each entry as it was before.
+    async fn commit(
+        &self,
+        changes: Vec<(Option<Entry>, Entry, Vec<Revision>)>,
+    ) -> Result<(), KbError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut journal = Journal {
+            entries: Vec::new(),
+            revisions: Vec::new(),
+            stale_index_points: Vec::new(),
+        };
+        for (previous, entry, revisions) in changes {
+            let keep: HashSet<Uuid> = if entry.status == Status::Published {
+                index_slots(&entry)
+                    .into_iter()
+                    .map(|(id, _, _)| id)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            if let Some(previous) = &previous {
+                journal.stale_index_points.extend(
+                    index_slots(previous)
+                        .into_iter()
+                        .map(|(id, _, _)| id)
+                        .filter(|id| !keep.contains(id)),
+                );
+            }
+            journal.entries.push(entry);
+            journal.revisions.extend(revisions);
+        }
+        // Embedding happens before anything is written, so a model failure
+        // leaves the store untouched.
+        let index_points = self.index_points(&journal.entries).await?;
+        let journal_id = Uuid::new_v4();
+        self.store
+            .upsert(
+                JOURNAL,
+                vec![NewPoint {
+                    id: journal_id,
+                    dense: None,
+                    lexical: None,
+                    payload: to_payload(&journal),
+                }],
+            )
+            .await?;
+        self.apply_journal(&journal, index_points).await?;
+        self.store.delete(JOURNAL, vec![journal_id]).await?;
+        Ok(())
+    }
+
+    async fn apply_journal(
+        &self,
+        journal: &Journal,
+        index_points: Vec<NewPoint>,
+    ) -> Result<(), KbError> {
+        let revision_points = journal
+            .revisions
+            .iter()
+            .map(|revision| NewPoint {
+                id: revision_id(revision),
+                dense: None,
+                lexical: None,
+                payload: to_payload(revision),
+            })
+            .collect();
+        self.store.upsert(REVISIONS, revision_points).await?;
+        let entry_points = journal
+            .entries
+            .iter()
+            .map(|entry| NewPoint {
+                id: entry.id.0,
+                dense: None,
+                lexical: None,
+                payload: to_payload(entry),
+            })
+            .collect();
+        self.store.upsert(ENTRIES, entry_points).await?;
+        // New points first, stale ones after: a published entry being edited
+        // stays findable throughout.
+        self.store.upsert(INDEX_ALIAS, index_points).await?;
+        self.store
+            .delete(INDEX_ALIAS, journal.stale_index_points.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Finishes changes a crash interrupted.
+    async fn recover(&self) -> Result<(), KbError> {
+        let pending = scroll_all(self.store.as_ref(), JOURNAL, Filter::default()).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let index_exists = self.store.resolve_alias(INDEX_ALIAS).await?.is_some();
+        for record in pending {
+            let id = record.id;
+            let journal: Journal = from_record(JOURNAL, record)?;
+            tracing::warn!(
+                entries = journal.entries.len(),
+                "finishing a change interrupted by a crash"
+            );
+            let index_points = if index_exists {
+                self.index_points(&journal.entries).await?
+            } else {
+                Vec::new()
+            };
+            if index_exists {
+                self.apply_journal(&journal, index_points).await?;
+            } else {
+                // No index yet: open() builds it from the entries afterwards.
+                let entries_only = Journal {
+                    stale_index_points: Vec::new(),
+                    ..journal
+                };
+                self.apply_records_only(&entries_only).await?;
+            }
+            self.store.delete(JOURNAL, vec![id]).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_records_only(&self, journal: &Journal) -> Result<(), KbError> {
+        let revision_points = journal
+            .revisions
+            .iter()
+            .map(|revision| NewPoint {
+                id: revision_id(revision),
+                dense: None,
+                lexical: None,
+                payload: to_payload(revision),
+            })
+            .collect();
+        self.store.upsert(REVISIONS, revision_points).await?;
+        let entry_points = journal
+            .entries
+            .iter()
+            .map(|entry| NewPoint {
+                id: entry.id.0,
+                dense: None,
+                lexical: None,
+                payload: to_payload(entry),
+            })
+            .collect();
+        self.store.upsert(ENTRIES, entry_points).await?;
+        Ok(())
+    }
+
+    /// Index points for the published entries among `entries`.
+    async fn index_points(&self, entries: &[Entry]) -> Result<Vec<NewPoint>, KbError> {
+        let analyzer = self.analyzer();
+        let published: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.status == Status::Published)
+            .collect();
+        let mut slots = Vec::new();
+        for entry in &published {
+            for (id, kind, text) in index_slots(entry) {
+                slots.push((*entry, id, kind, text));
+            }
+        }
+        let mut query_texts = Vec::new();
+        let mut passage_texts = Vec::new();
+        for (_, _, kind, text) in &slots {
+            let prepared = analyzer.embedding_text(text);
+            if *kind == PhrasingKind::Answer {
+                passage_texts.push(prepared);
+            } else {
+                query_texts.push(prepared);
+            }
+        }
+        // Phrasings are questions, so they are embedded as queries: the
+        // model then compares question with question (symmetric), which
+        // e5 does best with the same prefix on both sides.
+        let mut query_vectors = self
+            .embedder
+            .embed_many(query_texts, TextKind::Query)
+            .await?
+            .into_iter();
+        let mut passage_vectors = self
+            .embedder
+            .embed_many(passage_texts, TextKind::Passage)
+            .await?
+            .into_iter();
+        let mut points = Vec::with_capacity(slots.len());
+        for (entry, id, kind, text) in slots {
+            let dense = if kind == PhrasingKind::Answer {
+                passage_vectors.next()
+            } else {
+                query_vectors.next()
+            };
+            let tokens = analyzer.index_tokens(&text);
+            let average = if kind == PhrasingKind::Answer {
+                ANSWER_AVERAGE_TOKENS
+            } else {
+                PHRASING_AVERAGE_TOKENS
+            };
+            let lexical = lexical::document_vector(&tokens, average);
+            let mut payload = Payload::new();
+            payload.insert("entry_id".into(), Value::String(entry.id.to_string()));
+            payload.insert("version".into(), Value::from(entry.version));
+            payload.insert(
+                "kind".into(),
+                serde_json::to_value(kind).unwrap_or(Value::Null),
+            );
+            payload.insert(
+                "status".into(),
+                Value::String(Status::Published.as_str().into()),
+            );
+            payload.insert(
+                "category".into(),
+                Value::String(entry.content.category.name().into()),
+            );
+            payload.insert("crops".into(), Value::from(entry.content.crops.clone()));
+            payload.insert("regions".into(), Value::from(entry.content.regions.clone()));
+            payload.insert("months".into(), Value::from(entry.content.months.clone()));
+            if kind != PhrasingKind::Answer {
+                payload.insert("canonical".into(), Value::String(analyzer.canonical(&text)));
+            }
+            payload.insert("tokens".into(), Value::from(tokens));
+            payload.insert("text".into(), Value::String(text));
+            points.push(NewPoint {
+                id,
+                dense,
+                lexical: (!lexical.is_empty()).then_some(lexical),
+                payload,
+            });
+        }
+        Ok(points)
+    }
+
+    /// Builds a new search index from the published entries and switches
+    /// the alias to it; readers use the old index until the switch.
+    /// `progress` is called with (entries done, entries total).
+    pub async fn reindex(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<String, KbError> {
+        let previous = self.store.resolve_alias(INDEX_ALIAS).await?;
+        let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let name = format!("{}{stamp}", self.index_prefix());
+        self.store
+            .ensure_collection(&index_spec(name.clone(), self.embedder.dimension()))
+            .await?;
+        let published = self
+            .list(&ListFilter {
+                status: Some(Status::Published),
+                ..ListFilter::default()
+            })
+            .await?;
+        let total = published.len();
+        for (done, chunk) in published.chunks(BATCH).enumerate() {
+            let points = self.index_points(chunk).await?;
+            self.store.upsert(&name, points).await?;
+            progress((done * BATCH + chunk.len()).min(total), total);
+        }
+        self.store.set_alias(INDEX_ALIAS, &name).await?;
+        if let Some(old) = previous
+            && old != name
+        {
+            self.store.drop_collection(&old).await?;
+        }
+        Ok(name)
+    }
+
+    /// Builds the search index's HNSW graphs (blocking work, on a worker thread).
+    pub async fn optimize(&self) -> Result<(), KbError> {
+        self.store.optimize(INDEX_ALIAS).await?;
+        Ok(())
+    }
+
+    // ----- searching -----
+
+    /// Finds published entries for a user's question. This is the only way
+    /// user-facing code reaches entries: it reads the published index, and
+    /// re-checks each entry's state before returning it.
+    pub async fn search(
+        &self,
+        question: &str,
+        filter: &SearchFilter,
+    ) -> Result<SearchOutcome, KbError> {
+        let analyzer = self.analyzer();
+        let query = analyzer.analyze_query(question);
+        let base_filter = self.published_filter(filter);
+
+        let canonical = analyzer.canonical(question);
+        if !canonical.is_empty() {
+            let (exact, _) = self
+                .store
+                .scroll(
+                    INDEX_ALIAS,
+                    base_filter
+                        .clone()
+                        .and(Condition::keyword("canonical", canonical)),
+                    None,
+                    1,
+                )
+                .await?;
+            if let Some(record) = exact.into_iter().next()
+                && let Some(hit) = self.exact_hit(record).await?
+            {
+                return Ok(SearchOutcome {
+                    query,
+                    hits: vec![hit],
+                    decision: Decision::Answer,
+                });
+            }
+        }
+
+        if query.rewritten.trim().is_empty() {
+            return Ok(SearchOutcome {
+                query,
+                hits: Vec::new(),
+                decision: Decision::Abstain,
+            });
+        }
+        let vector = self
+            .embedder
+            .embed_query(&analyzer.embedding_text(&query.rewritten))
+            .await?;
+        let dense_hits = self
+            .store
+            .search(SearchRequest {
+                collection: INDEX_ALIAS.into(),
+                query: QueryVector::Dense(vector),
+                filter: base_filter.clone(),
+                limit: CANDIDATES_PER_SIGNAL,
+                exactness: Exactness::Indexed,
+            })
+            .await?;
+        let sparse = lexical::query_vector(&query.tokens);
+        let lexical_hits = if sparse.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .search(SearchRequest {
+                    collection: INDEX_ALIAS.into(),
+                    query: QueryVector::Lexical(sparse),
+                    filter: base_filter,
+                    limit: CANDIDATES_PER_SIGNAL,
+                    exactness: Exactness::Indexed,
+                })
+                .await?
+        };
+        let ranked = rank_candidates(
+            &query.tokens,
+            candidates(dense_hits, true),
+            candidates(lexical_hits, false),
+            &self.calibration,
+        );
+        let ids: Vec<Uuid> = ranked.iter().map(|r| r.entry_id).collect();
+        let mut entries: HashMap<Uuid, Entry> = self
+            .store
+            .get(ENTRIES, ids)
+            .await?
+            .into_iter()
+            .filter_map(|record| {
+                let id = record.id;
+                from_record::<Entry>(ENTRIES, record).ok().map(|e| (id, e))
+            })
+            .collect();
+        let hits: Vec<SearchHit> = ranked
+            .into_iter()
+            .filter_map(|ranked| {
+                let entry = PublishedEntry::new(entries.remove(&ranked.entry_id)?)?;
+                Some(SearchHit {
+                    entry,
+                    score: ranked.score,
+                    confidence: ranked.confidence,
+                    features: ranked.features,
+                    evidence: ranked.evidence,
+                })
+            })
+            .collect();
+        let decision = self
+            .calibration
+            .decide(hits.first().map_or(0.0, |h| h.confidence));
+        Ok(SearchOutcome {
+            query,
+            hits,
+            decision,
+        })
+    }
+
+    fn published_filter(&self, filter: &SearchFilter) -> Filter {
+        let mut store_filter =
+            Filter::must(Condition::keyword("status", Status::Published.as_str()));
+        if let Some(category) = filter.category {
+            store_filter = store_filter.and(Condition::keyword("category", category.name()));
+        }
+        if !filter.crops.is_empty() {
+            store_filter = store_filter.and(Condition::KeywordIn {
+                field: "crops",
+                values: filter.crops.clone(),
+            });
+        }
+        store_filter
+    }
+
+    async fn exact_hit(&self, record: Record) -> Result<Option<SearchHit>, KbError> {
+        let Some(candidate) = Candidate::from_payload(&record.payload, None, None) else {
+            return Ok(None);
+        };
+        let Some(entry) = self.get(EntryId(candidate.entry_id)).await? else {
+            return Ok(None);
+        };
+        let Some(entry) = PublishedEntry::new(entry) else {
+            return Ok(None);
+        };
+        Ok(Some(SearchHit {
+            entry,
+            score: 1.0,
+            confidence: 1.0,
+            features: Features {
+                dense: 1.0,
+                margin: 1.0,
+                coverage: 1.0,
+            },
+            evidence: Evidence {
+                matched_text: candidate.text,
+                matched_kind: candidate.kind,
+                dense: None,
+                lexical: None,
+                coverage: 1.0,
+                exact: true,
+            },
+        }))
+    }
+}
+
+fn candidates(hits: Vec<crate::store::Hit>, dense: bool) -> Vec<Candidate> {
+    hits.into_iter()
+        .filter_map(|hit| {
+            let (dense_score, lexical_score) = if dense {
+                (Some(hit.score), None)
+            } else {
+                (None, Some(hit.score))
+            };
+            Candidate::from_payload(&hit.payload, dense_score, lexical_score)
+        })
+        .collect()
+}

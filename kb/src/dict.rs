@@ -1,0 +1,76 @@
+//! The dictionaries the analyzer is built from: dialect/synonym pairs and
+//! domain terms. Built-in copies ship in the binary (from `kb/dict/`); a
+//! deployment's editors keep their own in `<data dir>/dict/`, which wins
+//! when present.
+
+use std::path::Path;
+
+use crate::text::{Analyzer, Synonyms};
+
+/// The shipped synonym dictionary (`variant<TAB>standard`).
+pub const BUILTIN_SYNONYMS: &str = include_str!("../dict/synonyms.tsv");
+/// The shipped domain terms (one per line).
+pub const BUILTIN_TERMS: &str = include_str!("../dict/terms.txt");
+
+/// File names inside `<data dir>/dict/`.
+pub const SYNONYMS_FILE: &str = "synonyms.tsv";
+/// File names inside `<data dir>/dict/`.
+pub const TERMS_FILE: &str = "terms.txt";
+
+/// A problem in a dictionary file.
+#[derive(Debug, thiserror::Error)]
+pub enum DictError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Parses a term list: one term per line, `#` comments and blank lines ignored.
+pub fn parse_terms(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Builds an analyzer from dictionary texts; malformed synonym lines are
+/// skipped and logged with their line numbers.
+pub fn analyzer_from(synonyms_tsv: &str, terms: &str) -> Analyzer {
+    let (pairs, bad_lines) = Synonyms::parse_tsv(synonyms_tsv);
+    if !bad_lines.is_empty() {
+        tracing::warn!(?bad_lines, "skipped malformed synonym lines");
+    }
+    Analyzer::new(parse_terms(terms), Synonyms::new(pairs))
+}
+
+/// The analyzer of the built-in dictionaries.
+pub fn builtin_analyzer() -> Analyzer {
+    analyzer_from(BUILTIN_SYNONYMS, BUILTIN_TERMS)
+}
+
+/// The analyzer for a data directory: its own dictionaries where present,
+/// the built-in ones otherwise.
+pub fn load_analyzer(data_dir: &Path) -> Result<Analyzer, DictError> {
+    let read = |name: &str, builtin: &'static str| -> Result<String, DictError> {
+        let path = data_dir.join("dict").join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin.to_owned()),
+            Err(source) => Err(DictError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    };
+    Ok(analyzer_from(
+        &read(SYNONYMS_FILE, BUILTIN_SYNONYMS)?,
+        &read(TERMS_FILE, BUILTIN_TERMS)?,
+    ))
+}

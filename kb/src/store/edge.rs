@@ -1,0 +1,633 @@
+//! The embedded store: one `qdrant-edge` shard per collection, in
+//! `<data dir>/collections/<name>/`, with aliases in `<data dir>/aliases.json`.
+//!
+//! qdrant-edge 0.7 is a blocking library with three sharp edges this module
+//! exists to hide:
+//! - its write-ahead log is not replayed on load, so only flushed data
+//!   survives a crash: every write here flushes before it is acknowledged;
+//! - `flush` panics if another thread holds the log or segment lock, so each
+//!   collection has one writer at a time (a mutex around update + flush and
+//!   around optimisation), while reads run concurrently;
+//! - optimisation (building HNSW) blocks the calling thread, so it runs on a
+//!   blocking-pool thread and searches stay correct on the plain segments
+//!   meanwhile.
+//!
+//! Every call runs on tokio's blocking pool: none of it touches the async
+//! runtime's threads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use qdrant_edge::{
+    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
+    EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
+    JsonPath, Match, Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery,
+    ScrollRequest, SearchParams, UpdateOperation, Vector, VectorInternal, Vectors,
+    WithPayloadInterface, WithVector,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, PointStore,
+    QueryVector, Record, SearchRequest, StoreError,
+};
+
+const COLLECTIONS_DIR: &str = "collections";
+const ALIASES_FILE: &str = "aliases.json";
+const LOCK_FILE: &str = "LOCK";
+
+/// The embedded store on a data directory.
+pub struct EdgeStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    open: RwLock<HashMap<String, Arc<Collection>>>,
+    aliases: RwLock<HashMap<String, String>>,
+    /// Serialises alias-file rewrites and collection creation/removal.
+    admin: Mutex<()>,
+    /// Held for the store's lifetime: one process per data directory.
+    _lock: File,
+}
+
+struct Collection {
+    name: String,
+    shard: EdgeShard,
+    /// One writer at a time: qdrant-edge's flush panics under contention.
+    writer: Mutex<()>,
+}
+
+impl EdgeStore {
+    /// Opens (creating if needed) the store in `root`. Fails if another
+    /// process has it open.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        let collections = root.join(COLLECTIONS_DIR);
+        std::fs::create_dir_all(&collections).map_err(io(&collections))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Storage {
+                collection: root.display().to_string(),
+                message: "the data directory is in use by another wenke process".into(),
+            });
+        }
+        let aliases_path = root.join(ALIASES_FILE);
+        let aliases = match std::fs::read(&aliases_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Storage {
+                collection: aliases_path.display().to_string(),
+                message: format!("unreadable alias file: {e}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io(&aliases_path)(e)),
+        };
+        // Leftovers of a creation that crashed before its rename.
+        if let Ok(dir) = std::fs::read_dir(&collections) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".creating") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root: root.to_owned(),
+                open: RwLock::new(HashMap::new()),
+                aliases: RwLock::new(aliases),
+                admin: Mutex::new(()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| StoreError::Storage {
+                collection: inner_root_name(&self.inner),
+                message: format!("storage task failed: {e}"),
+            })?
+    }
+}
+
+fn inner_root_name(inner: &Inner) -> String {
+    inner.root.display().to_string()
+}
+
+fn storage_error(collection: &str) -> impl Fn(qdrant_edge::OperationError) -> StoreError + '_ {
+    move |e| StoreError::Storage {
+        collection: collection.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Inner {
+    fn dir_of(&self, name: &str) -> PathBuf {
+        self.root.join(COLLECTIONS_DIR).join(name)
+    }
+
+    fn resolve(&self, name: &str) -> String {
+        self.aliases
+            .read()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The open collection behind a name or alias, loading it on first use.
+    fn collection(&self, name_or_alias: &str) -> Result<Arc<Collection>, StoreError> {
+        let name = self.resolve(name_or_alias);
+        if let Some(open) = self.open.read().get(&name) {
+            return Ok(Arc::clone(open));
+        }
+        let mut open = self.open.write();
+        if let Some(collection) = open.get(&name) {
+            return Ok(Arc::clone(collection));
+        }
+        let dir = self.dir_of(&name);
+        if !dir.is_dir() {
+            return Err(StoreError::NoSuchCollection(name_or_alias.to_owned()));
+        }
+        let shard = EdgeShard::load(&dir, None).map_err(storage_error(&name))?;
+        let collection = Arc::new(Collection {
+            name: name.clone(),
+            shard,
+            writer: Mutex::new(()),
+        });
+        open.insert(name, Arc::clone(&collection));
+        Ok(collection)
+    }
+
+    fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        let _admin = self.admin.lock();
+        let dir = self.dir_of(&spec.name);
+        if !dir.is_dir() {
+            // Created under a temporary name and renamed, so a crash never
+            // leaves a half-created collection under the real name.
+            let staging = self
+                .root
+                .join(COLLECTIONS_DIR)
+                .join(format!("{}.creating", spec.name));
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).map_err(|source| StoreError::Io {
+                path: staging.display().to_string(),
+                source,
+            })?;
+            let mut config = EdgeConfigBuilder::new();
+            if let Some(dim) = spec.dense_dim {
+                config = config.vector(
+                    DENSE,
+                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                );
+            }
+            if spec.lexical {
+                config = config.sparse_vector(
+                    LEXICAL,
+                    EdgeSparseVectorParamsBuilder::new()
+                        .modifier(Modifier::Idf)
+                        .build(),
+                );
+            }
+            let shard =
+                EdgeShard::new(&staging, config.build()).map_err(storage_error(&spec.name))?;
+            create_indexes(&shard, spec)?;
+            shard.flush();
+            drop(shard);
+            std::fs::rename(&staging, &dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            sync_dir(&self.root.join(COLLECTIONS_DIR));
+        }
+        // Indexes added to the spec after creation are created on open.
+        let collection = self.collection(&spec.name)?;
+        let _writer = collection.writer.lock();
+        create_indexes(&collection.shard, spec)?;
+        collection.shard.flush();
+        Ok(())
+    }
+
+    fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        let _admin = self.admin.lock();
+        if self.aliases.read().values().any(|target| target == name) {
+            return Err(StoreError::Storage {
+                collection: name.to_owned(),
+                message: "an alias still points at this collection".into(),
+            });
+        }
+        let removed = self.open.write().remove(name);
+        if let Some(mut collection) = removed {
+            // Wait for in-flight operations to let go, so the shard's final
+            // flush (in its Drop) runs before its files disappear.
+            loop {
+                match Arc::try_unwrap(collection) {
+                    Ok(owned) => {
+                        drop(owned);
+                        break;
+                    }
+                    Err(still_shared) => {
+                        collection = still_shared;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let dir = self.dir_of(name);
+        if dir.is_dir() {
+            std::fs::remove_dir_all(&dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        let _admin = self.admin.lock();
+        if !self.dir_of(collection).is_dir() {
+            return Err(StoreError::NoSuchCollection(collection.to_owned()));
+        }
+        let mut next = self.aliases.read().clone();
+        next.insert(alias.to_owned(), collection.to_owned());
+        let path = self.root.join(ALIASES_FILE);
+        let staging = self.root.join(format!("{ALIASES_FILE}.tmp"));
+        let io = |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| StoreError::Storage {
+            collection: alias.to_owned(),
+            message: e.to_string(),
+        })?;
+        {
+            use std::io::Write;
+            let mut file = File::create(&staging).map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&staging, &path).map_err(io)?;
+        sync_dir(&self.root);
+        *self.aliases.write() = next;
+        Ok(())
+    }
+
+    fn write(&self, collection: &str, operation: UpdateOperation) -> Result<(), StoreError> {
+        let collection = self.collection(collection)?;
+        let _writer = collection.writer.lock();
+        collection
+            .shard
+            .update(operation)
+            .map_err(storage_error(&collection.name))?;
+        collection.shard.flush();
+        Ok(())
+    }
+}
+
+/// Makes a rename durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+fn create_indexes(shard: &EdgeShard, spec: &CollectionSpec) -> Result<(), StoreError> {
+    let fields = spec
+        .keyword_fields
+        .iter()
+        .map(|f| (*f, PayloadSchemaType::Keyword))
+        .chain(
+            spec.integer_fields
+                .iter()
+                .map(|f| (*f, PayloadSchemaType::Integer)),
+        );
+    for (field, schema) in fields {
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: json_path(field)?,
+                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                }),
+            ))
+            .map_err(storage_error(&spec.name))?;
+    }
+    Ok(())
+}
+
+fn json_path(field: &str) -> Result<JsonPath, StoreError> {
+    JsonPath::try_from(field).map_err(|_| StoreError::Storage {
+        collection: String::new(),
+        message: format!("invalid payload field name {field}"),
+    })
+}
+
+fn edge_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, StoreError> {
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    let convert =
+        |conditions: &[Condition]| -> Result<Option<Vec<qdrant_edge::Condition>>, StoreError> {
+            if conditions.is_empty() {
+                return Ok(None);
+            }
+            conditions
+                .iter()
+                .map(|condition| {
+                    let (field, matcher) = match condition {
+                        Condition::KeywordIn { field, values } => {
+                            (*field, Match::from(values.clone()))
+                        }
+                        Condition::IntegerIn { field, values } => {
+                            (*field, Match::from(values.clone()))
+                        }
+                    };
+                    Ok(qdrant_edge::Condition::Field(FieldCondition::new_match(
+                        json_path(field)?,
+                        matcher,
+                    )))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        };
+    let mut edge = qdrant_edge::Filter::new();
+    edge.must = convert(&filter.must)?;
+    edge.must_not = convert(&filter.must_not)?;
+    Ok(Some(edge))
+}
+
+fn uuid_of(id: PointId) -> Option<Uuid> {
+    match id {
+        PointId::Uuid(uuid) => Some(uuid),
+        PointId::NumId(_) => None,
+    }
+}
+
+fn payload_map(payload: Option<qdrant_edge::Payload>) -> super::Payload {
+    payload
+        .map(|p| p.0.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn edge_sparse(
+    vector: &crate::lexical::SparseVector,
+) -> Result<qdrant_edge::SparseVector, StoreError> {
+    qdrant_edge::SparseVector::new(vector.indices.clone(), vector.values.clone()).map_err(|e| {
+        StoreError::Storage {
+            collection: String::new(),
+            message: format!("invalid sparse vector: {e}"),
+        }
+    })
+}
+
+fn edge_point(point: NewPoint) -> Result<qdrant_edge::PointStructPersisted, StoreError> {
+    let mut vectors: Vec<(&str, Vector)> = Vec::new();
+    if let Some(dense) = point.dense {
+        vectors.push((DENSE, Vector::new_dense(dense)));
+    }
+    if let Some(lexical) = &point.lexical {
+        vectors.push((LEXICAL, Vector::from(edge_sparse(lexical)?)));
+    }
+    Ok(PointStruct::new(
+        PointId::Uuid(point.id),
+        Vectors::new_named(vectors),
+        Value::Object(point.payload),
+    )
+    .into())
+}
+
+#[async_trait::async_trait]
+impl PointStore for EdgeStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        let spec = spec.clone();
+        self.blocking(move |inner| inner.ensure_collection(&spec))
+            .await
+    }
+
+    async fn collection_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.dir_of(name).is_dir())
+    }
+
+    async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |inner| inner.drop_collection(&name))
+            .await
+    }
+
+    async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        let (alias, collection) = (alias.to_owned(), collection.to_owned());
+        self.blocking(move |inner| inner.set_alias(&alias, &collection))
+            .await
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.inner.aliases.read().get(alias).cloned())
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<NewPoint>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let points = points
+                .into_iter()
+                .map(edge_point)
+                .collect::<Result<Vec<_>, _>>()?;
+            inner.write(
+                &collection,
+                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(points),
+                )),
+            )
+        })
+        .await
+    }
+
+    async fn delete(&self, collection: &str, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let ids = ids.into_iter().map(PointId::Uuid).collect();
+            inner.write(
+                &collection,
+                UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }),
+            )
+        })
+        .await
+    }
+
+    async fn delete_matching(&self, collection: &str, filter: Filter) -> Result<(), StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let Some(filter) = edge_filter(&filter)? else {
+                return Err(StoreError::Storage {
+                    collection: collection.clone(),
+                    message: "refusing to delete with an empty filter".into(),
+                });
+            };
+            inner.write(
+                &collection,
+                UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter)),
+            )
+        })
+        .await
+    }
+
+    async fn get(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<Record>, StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            let ids: Vec<PointId> = ids.into_iter().map(PointId::Uuid).collect();
+            let records = handle
+                .shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Bool(false)),
+                )
+                .map_err(storage_error(&collection))?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Record {
+                        id: uuid_of(r.id)?,
+                        payload: payload_map(r.payload),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: Filter,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<Uuid>), StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            let (records, next) = handle
+                .shard
+                .scroll(ScrollRequest {
+                    offset: offset.map(PointId::Uuid),
+                    limit: Some(limit.max(1)),
+                    filter: edge_filter(&filter)?,
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(storage_error(&collection))?;
+            let records = records
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Record {
+                        id: uuid_of(r.id)?,
+                        payload: payload_map(r.payload),
+                    })
+                })
+                .collect();
+            Ok((records, next.and_then(uuid_of)))
+        })
+        .await
+    }
+
+    async fn count(&self, collection: &str, filter: Filter) -> Result<usize, StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            handle
+                .shard
+                .count(CountRequest {
+                    filter: edge_filter(&filter)?,
+                    exact: true,
+                })
+                .map_err(storage_error(&collection))
+        })
+        .await
+    }
+
+    async fn search(&self, request: SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        self.blocking(move |inner| {
+            let handle = inner.collection(&request.collection)?;
+            let (vector, using) = match &request.query {
+                QueryVector::Dense(values) => (VectorInternal::Dense(values.clone()), DENSE),
+                QueryVector::Lexical(sparse) => {
+                    (VectorInternal::Sparse(edge_sparse(sparse)?), LEXICAL)
+                }
+            };
+            let points = handle
+                .shard
+                .query(QueryRequest {
+                    prefetches: Vec::new(),
+                    query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                        vector, using,
+                    )))),
+                    filter: edge_filter(&request.filter)?,
+                    score_threshold: None,
+                    limit: request.limit,
+                    offset: 0,
+                    params: Some(SearchParams {
+                        exact: request.exactness == Exactness::Exact,
+                        ..SearchParams::default()
+                    }),
+                    with_vector: WithVector::Bool(false),
+                    with_payload: WithPayloadInterface::Bool(true),
+                })
+                .map_err(storage_error(&request.collection))?;
+            Ok(points
+                .into_iter()
+                .filter_map(|p| {
+                    Some(Hit {
+                        id: uuid_of(p.id)?,
+                        score: p.score,
+                        payload: payload_map(p.payload),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn optimize(&self, collection: &str) -> Result<(), StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            // Holding the writer lock keeps flushes (which panic under
+            // contention) away while segments are swapped; reads go on.
+            let _writer = handle.writer.lock();
+            handle
+                .shard
+                .optimize()
+                .map_err(storage_error(&collection))?;
+            handle.shard.flush();
+            Ok(())
+        })
+        .await
+    }
+}

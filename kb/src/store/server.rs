@@ -1,0 +1,376 @@
+//! The server store: a Qdrant server or cluster over gRPC (`qdrant-client`).
+//!
+//! Writes wait until Qdrant has applied them (`wait: true`), so a returned
+//! write is durable by the cluster's own guarantees (its WAL and
+//! replication). Aliases are Qdrant's own, which switch atomically for
+//! readers.
+
+use std::collections::HashMap;
+
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, GetPointsBuilder,
+    Modifier, NamedVectors, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder, point_id::PointIdOptions,
+};
+use uuid::Uuid;
+
+use super::{
+    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Payload,
+    PointStore, QueryVector, Record, SearchRequest, StoreError,
+};
+
+/// Connection settings for a Qdrant server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// gRPC URL, e.g. `http://127.0.0.1:6334`.
+    pub url: String,
+    /// API key, if the server requires one.
+    pub api_key: Option<String>,
+    /// Prefix of every collection and alias name, so several deployments
+    /// (or test runs) can share one server.
+    pub prefix: String,
+}
+
+/// The store on a Qdrant server.
+pub struct ServerStore {
+    client: Qdrant,
+    prefix: String,
+}
+
+fn server_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Server(e.to_string())
+}
+
+impl ServerStore {
+    /// Connects (lazily: the first call reaches the server).
+    pub fn connect(config: &ServerConfig) -> Result<Self, StoreError> {
+        let mut builder = Qdrant::from_url(&config.url).skip_compatibility_check();
+        if let Some(key) = &config.api_key {
+            builder = builder.api_key(key.clone());
+        }
+        Ok(Self {
+            client: builder.build().map_err(server_error)?,
+            prefix: config.prefix.clone(),
+        })
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Checks that the server answers.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        self.client.health_check().await.map_err(server_error)?;
+        Ok(())
+    }
+}
+
+fn server_filter(filter: &Filter) -> Option<qdrant::Filter> {
+    if filter.is_empty() {
+        return None;
+    }
+    let convert = |conditions: &[Condition]| -> Vec<qdrant::Condition> {
+        conditions
+            .iter()
+            .map(|condition| match condition {
+                Condition::KeywordIn { field, values } => {
+                    qdrant::Condition::matches(*field, values.clone())
+                }
+                Condition::IntegerIn { field, values } => {
+                    qdrant::Condition::matches(*field, values.clone())
+                }
+            })
+            .collect()
+    };
+    Some(qdrant::Filter {
+        must: convert(&filter.must),
+        must_not: convert(&filter.must_not),
+        ..Default::default()
+    })
+}
+
+fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(text) => Uuid::parse_str(&text).ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+fn json_payload(payload: HashMap<String, qdrant::Value>) -> Payload {
+    serde_json::Map::from(qdrant_client::Payload::from(payload))
+}
+
+#[async_trait::async_trait]
+impl PointStore for ServerStore {
+    fn kind(&self) -> &'static str {
+        "server"
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
+        let name = self.name(&spec.name);
+        let exists = self
+            .client
+            .collection_exists(&name)
+            .await
+            .map_err(server_error)?;
+        if !exists {
+            let mut vectors = VectorsConfigBuilder::default();
+            if let Some(dim) = spec.dense_dim {
+                vectors.add_named_vector_params(
+                    DENSE,
+                    VectorParamsBuilder::new(dim as u64, Distance::Cosine),
+                );
+            }
+            let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
+            if spec.lexical {
+                let mut sparse = SparseVectorsConfigBuilder::default();
+                sparse.add_named_vector_params(
+                    LEXICAL,
+                    SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+                );
+                create = create.sparse_vectors_config(sparse);
+            }
+            if let Err(e) = self.client.create_collection(create).await {
+                // Another instance may have created it meanwhile.
+                let now_exists = self
+                    .client
+                    .collection_exists(&name)
+                    .await
+                    .map_err(server_error)?;
+                if !now_exists {
+                    return Err(server_error(e));
+                }
+            }
+        }
+        let fields = spec
+            .keyword_fields
+            .iter()
+            .map(|f| (*f, FieldType::Keyword))
+            .chain(spec.integer_fields.iter().map(|f| (*f, FieldType::Integer)));
+        for (field, field_type) in fields {
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(&name, field, field_type).wait(true),
+                )
+                .await
+                .map_err(server_error)?;
+        }
+        Ok(())
+    }
+
+    async fn collection_exists(&self, name: &str) -> Result<bool, StoreError> {
+        self.client
+            .collection_exists(self.name(name))
+            .await
+            .map_err(server_error)
+    }
+
+    async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_collection(self.name(name))
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn set_alias(&self, alias: &str, collection: &str) -> Result<(), StoreError> {
+        // Qdrant's create-alias replaces an existing alias in one step, so
+        // readers see either the old or the new collection, never neither.
+        self.client
+            .create_alias(CreateAliasBuilder::new(
+                self.name(collection),
+                self.name(alias),
+            ))
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        let wanted = self.name(alias);
+        let aliases = self.client.list_aliases().await.map_err(server_error)?;
+        Ok(aliases
+            .aliases
+            .into_iter()
+            .find(|a| a.alias_name == wanted)
+            .map(|a| {
+                a.collection_name
+                    .strip_prefix(&self.prefix)
+                    .unwrap_or(&a.collection_name)
+                    .to_owned()
+            }))
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<NewPoint>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|point| {
+                let mut vectors = NamedVectors::default();
+                if let Some(dense) = point.dense {
+                    vectors = vectors.add_vector(DENSE, qdrant::Vector::new_dense(dense));
+                }
+                if let Some(lexical) = point.lexical {
+                    vectors = vectors.add_vector(
+                        LEXICAL,
+                        qdrant::Vector::new_sparse(lexical.indices, lexical.values),
+                    );
+                }
+                PointStruct::new(
+                    point.id.to_string(),
+                    vectors,
+                    qdrant_client::Payload::from(point.payload),
+                )
+            })
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(self.name(collection), points).wait(true))
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, collection: &str, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids
+            .into_iter()
+            .map(|id| PointId::from(id.to_string()))
+            .collect();
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(self.name(collection))
+                    .points(PointsIdsList { ids })
+                    .wait(true),
+            )
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn delete_matching(&self, collection: &str, filter: Filter) -> Result<(), StoreError> {
+        let Some(filter) = server_filter(&filter) else {
+            return Err(StoreError::Storage {
+                collection: collection.to_owned(),
+                message: "refusing to delete with an empty filter".into(),
+            });
+        };
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(self.name(collection))
+                    .points(filter)
+                    .wait(true),
+            )
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<Record>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let point_ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let response = self
+            .client
+            .get_points(GetPointsBuilder::new(self.name(collection), point_ids).with_payload(true))
+            .await
+            .map_err(server_error)?;
+        let mut by_id: HashMap<Uuid, Payload> = response
+            .result
+            .into_iter()
+            .filter_map(|p| Some((uuid_of(p.id)?, json_payload(p.payload))))
+            .collect();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                Some(Record {
+                    id,
+                    payload: by_id.remove(&id)?,
+                })
+            })
+            .collect())
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: Filter,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<Uuid>), StoreError> {
+        let mut request = ScrollPointsBuilder::new(self.name(collection))
+            .limit(limit.max(1) as u32)
+            .with_payload(true);
+        if let Some(filter) = server_filter(&filter) {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(PointId::from(offset.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(server_error)?;
+        let records = response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(Record {
+                    id: uuid_of(p.id)?,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect();
+        Ok((records, uuid_of(response.next_page_offset)))
+    }
+
+    async fn count(&self, collection: &str, filter: Filter) -> Result<usize, StoreError> {
+        let mut request = CountPointsBuilder::new(self.name(collection)).exact(true);
+        if let Some(filter) = server_filter(&filter) {
+            request = request.filter(filter);
+        }
+        let response = self.client.count(request).await.map_err(server_error)?;
+        Ok(response.result.map_or(0, |r| r.count as usize))
+    }
+
+    async fn search(&self, request: SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        let (input, using) = match request.query {
+            QueryVector::Dense(values) => (VectorInput::new_dense(values), DENSE),
+            QueryVector::Lexical(sparse) => (
+                VectorInput::new_sparse(sparse.indices, sparse.values),
+                LEXICAL,
+            ),
+        };
+        let mut query = QueryPointsBuilder::new(self.name(&request.collection))
+            .query(Query::new_nearest(input))
+            .using(using)
+            .limit(request.limit as u64)
+            .with_payload(true)
+            .params(SearchParamsBuilder::default().exact(request.exactness == Exactness::Exact));
+        if let Some(filter) = server_filter(&request.filter) {
+            query = query.filter(filter);
+        }
+        let response = self.client.query(query).await.map_err(server_error)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(Hit {
+                    id: uuid_of(p.id)?,
+                    score: p.score,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect())
+    }
+
+    async fn optimize(&self, _collection: &str) -> Result<(), StoreError> {
+        // The server builds its indexes in the background by itself.
+        Ok(())
+    }
+}

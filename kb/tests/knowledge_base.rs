@@ -1,0 +1,559 @@
+//! The knowledge base end to end on a real store and the real model:
+//! workflow, the published-only invariant, Chinese retrieval, import and
+//! export, crash recovery. Runs on the embedded store, and also on a Qdrant
+//! server when `QDRANT_URL` is set.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use embeddings::{Embedder, EmbeddingModel};
+use kb::entry::Status;
+use kb::import::{parse_csv, parse_jsonl, to_csv, to_jsonl_line};
+use kb::store::PointStore;
+use kb::store::edge::EdgeStore;
+use kb::store::server::{ServerConfig, ServerStore};
+use kb::workflow::{Action, WorkflowError};
+use kb::{Calibration, Decision, ImportOptions, KbError, KnowledgeBase, ListFilter, SearchFilter};
+
+fn model() -> Arc<EmbeddingModel> {
+    static MODEL: OnceLock<Arc<EmbeddingModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = std::env::var_os("WENKE_MODEL_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
+            Arc::new(
+                EmbeddingModel::load(&dir.join("multilingual-e5-small-q4"))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .clone()
+}
+
+fn fixture() -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixture.jsonl"),
+    )
+    .expect("fixture")
+}
+
+/// A store to run against, and what keeps it alive.
+struct TestStore {
+    name: &'static str,
+    store: Arc<dyn PointStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn stores() -> Vec<TestStore> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stores = vec![TestStore {
+        name: "embedded",
+        store: Arc::new(EdgeStore::open(dir.path()).expect("open")),
+        _dir: Some(dir),
+    }];
+    match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => stores.push(TestStore {
+            name: "server",
+            store: Arc::new(
+                ServerStore::connect(&ServerConfig {
+                    url,
+                    api_key: std::env::var("QDRANT_API_KEY").ok(),
+                    prefix: format!("test_{}_", uuid::Uuid::new_v4().simple()),
+                })
+                .expect("connect"),
+            ),
+            _dir: None,
+        }),
+        None => eprintln!(
+            "server store skipped: set QDRANT_URL to run these tests against a Qdrant server"
+        ),
+    }
+    stores
+}
+
+async fn open(store: Arc<dyn PointStore>) -> KnowledgeBase {
+    KnowledgeBase::open(
+        store,
+        Embedder::from_model(model(), 8),
+        kb::dict::builtin_analyzer(),
+        Calibration::default(),
+    )
+    .await
+    .expect("open kb")
+}
+
+async fn loaded(store: Arc<dyn PointStore>) -> KnowledgeBase {
+    let kb = open(store).await;
+    let report = kb
+        .import(
+            parse_jsonl(&fixture()),
+            &ImportOptions {
+                actor: "编辑甲".into(),
+                approve_as: Some("审核乙".into()),
+            },
+            &|_, _| {},
+        )
+        .await
+        .expect("import");
+    assert_eq!(report.created, 8, "{report:?}");
+    kb
+}
+
+fn top_key(outcome: &kb::SearchOutcome) -> Option<String> {
+    outcome
+        .hits
+        .first()
+        .and_then(|h| h.entry.content.external_key.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn farmer_questions_find_the_right_entry() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(store).await;
+        let cases = [
+            ("洋芋叶子发黑咋个办", "t-potato-late-blight"),
+            ("土豆叶子上面有黑斑，背面一层白毛", "t-potato-late-blight"),
+            ("到温病用啥子药", "t-rice-blast"),
+            ("海椒苗一片一片地死", "t-chili-blight"),
+            ("红苕在窖里头烂了好多", "t-sweet-potato-storage"),
+            ("剩菜放一晚上再吃会不会得癌", "t-overnight-veg"),
+            ("下大雨后山坡垮了往哪里跑", "t-landslide"),
+        ];
+        for (question, expected) in cases {
+            let outcome = kb
+                .search(question, &SearchFilter::default())
+                .await
+                .expect("search");
+            assert_eq!(
+                top_key(&outcome).as_deref(),
+                Some(expected),
+                "[{name}] {question}: {:?}",
+                outcome
+                    .hits
+                    .iter()
+                    .map(|h| (&h.entry.content.question, h.confidence))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // Evidence says which phrasing matched and why.
+        let outcome = kb
+            .search("洋芋叶子发黑咋个办", &SearchFilter::default())
+            .await
+            .expect("search");
+        let hit = &outcome.hits[0];
+        assert!(
+            hit.evidence.exact,
+            "[{name}] a stored phrasing must match exactly"
+        );
+        assert_eq!(outcome.decision, Decision::Answer);
+        let rewritten = kb
+            .search("洋芋叶子发黑了怎么搞", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert!(
+            rewritten
+                .query
+                .rewrites
+                .iter()
+                .any(|r| r.from == "洋芋" && r.to == "马铃薯"),
+            "[{name}] dialect rewrite shown: {:?}",
+            rewritten.query.rewrites
+        );
+        assert!(rewritten.hits[0].evidence.dense.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_match_ignores_punctuation_width_and_script() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(store).await;
+        for variant in [
+            "隔夜菜会致癌吗",
+            "隔夜菜會致癌嗎？？",
+            "  隔夜菜会致癌吗!  ",
+        ] {
+            let outcome = kb
+                .search(variant, &SearchFilter::default())
+                .await
+                .expect("search");
+            assert_eq!(
+                top_key(&outcome).as_deref(),
+                Some("t-overnight-veg"),
+                "[{name}] {variant}"
+            );
+            assert!(outcome.hits[0].evidence.exact, "[{name}] {variant}");
+            assert_eq!(outcome.hits[0].confidence, 1.0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_published_entries_are_ever_returned() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(store).await;
+        let content = parse_jsonl(
+            r#"{"question": "蚕豆赤斑病怎么防治？", "alt_questions": ["胡豆叶子上有红褐色斑点"], "answer": "草稿答案", "category": "农业种植", "source": {"organisation": "测试"}}"#,
+        )
+        .remove(0)
+        .result
+        .expect("valid");
+        let draft = kb.create(content, "编辑甲").await.expect("create");
+        let search = |q: &'static str| {
+            let kb = &kb;
+            async move {
+                kb.search(q, &SearchFilter::default())
+                    .await
+                    .expect("search")
+            }
+        };
+        let is_found =
+            |outcome: &kb::SearchOutcome| outcome.hits.iter().any(|h| h.entry.id == draft.id);
+
+        assert!(
+            !is_found(&search("蚕豆赤斑病怎么防治？").await),
+            "[{name}] draft leaked"
+        );
+        kb.apply(draft.id, Action::Submit, "编辑甲")
+            .await
+            .expect("submit");
+        assert!(
+            !is_found(&search("蚕豆赤斑病怎么防治？").await),
+            "[{name}] entry in review leaked"
+        );
+
+        // Four eyes: the author cannot approve.
+        let own = kb
+            .apply(draft.id, Action::Approve { note: None }, "编辑甲")
+            .await;
+        assert!(
+            matches!(
+                own,
+                Err(KbError::Workflow(WorkflowError::SelfReview { .. }))
+            ),
+            "[{name}] {own:?}"
+        );
+        kb.apply(draft.id, Action::Approve { note: None }, "审核乙")
+            .await
+            .expect("approve");
+        let live = search("蚕豆赤斑病怎么防治？").await;
+        assert!(is_found(&live), "[{name}] published entry not found");
+        assert!(
+            live.hits
+                .iter()
+                .all(|h| h.entry.status == Status::Published)
+        );
+
+        // Editing a published entry takes it offline until approved again.
+        let mut changed = kb
+            .get(draft.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .content;
+        changed.answer = "修订后的答案".into();
+        kb.apply(draft.id, Action::Edit { content: changed }, "编辑甲")
+            .await
+            .expect("edit");
+        assert!(
+            !is_found(&search("蚕豆赤斑病怎么防治？").await),
+            "[{name}] unreviewed edit is live"
+        );
+
+        kb.apply(draft.id, Action::Submit, "编辑甲")
+            .await
+            .expect("submit");
+        kb.apply(draft.id, Action::Approve { note: None }, "审核乙")
+            .await
+            .expect("approve");
+        kb.apply(
+            draft.id,
+            Action::Retire {
+                note: Some("过时".into()),
+            },
+            "审核乙",
+        )
+        .await
+        .expect("retire");
+        assert!(
+            !is_found(&search("蚕豆赤斑病怎么防治？").await),
+            "[{name}] retired entry found"
+        );
+        assert!(
+            !is_found(&search("胡豆叶子上有红褐色斑点").await),
+            "[{name}] retired phrasing found"
+        );
+
+        // Every change was recorded; restoring brings back old content as a new draft.
+        let history = kb.history(draft.id).await.expect("history");
+        let actions: Vec<&str> = history.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "create", "submit", "approve", "edit", "submit", "approve", "retire"
+            ],
+            "[{name}]"
+        );
+        let restored = kb
+            .apply(draft.id, Action::Restore { version: 1 }, "编辑甲")
+            .await
+            .expect("restore");
+        assert_eq!(restored.status, Status::Draft);
+        assert_eq!(restored.content.answer, "草稿答案");
+        assert_eq!(restored.version, 8);
+        assert_eq!(kb.history(draft.id).await.expect("history").len(), 8);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_is_idempotent_reports_bad_rows_and_exports_losslessly() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(store).await;
+        let options = ImportOptions {
+            actor: "编辑甲".into(),
+            approve_as: Some("审核乙".into()),
+        };
+        let again = kb
+            .import(parse_jsonl(&fixture()), &options, &|_, _| {})
+            .await
+            .expect("re-import");
+        assert_eq!(
+            (again.created, again.updated, again.unchanged),
+            (0, 0, 8),
+            "[{name}]"
+        );
+
+        // One changed row, one broken row, one unknown category: the good one lands.
+        let mut lines: Vec<String> = fixture().lines().map(str::to_owned).collect();
+        lines[0] = lines[0].replace("按标签用量使用", "严格按标签用量使用");
+        lines.push("{not json".into());
+        lines.push(r#"{"question": "问题", "answer": "答案", "category": "天文地理", "source": {"organisation": "x"}}"#.into());
+        let report = kb
+            .import(parse_jsonl(&lines.join("\n")), &options, &|_, _| {})
+            .await
+            .expect("import");
+        assert_eq!(
+            (report.created, report.updated, report.unchanged),
+            (0, 1, 7),
+            "[{name}] {report:?}"
+        );
+        assert_eq!(report.errors.len(), 2);
+        assert_eq!(report.errors[0].origin, "line 9");
+        assert!(
+            report.errors[1].message.contains("天文地理"),
+            "{:?}",
+            report.errors[1]
+        );
+        let updated = kb
+            .find("t-potato-late-blight")
+            .await
+            .expect("find")
+            .expect("exists");
+        assert_eq!(updated.status, Status::Published);
+        assert!(updated.content.answer.contains("严格按标签"));
+
+        // Export round-trips through both JSONL and CSV.
+        let entries = kb.list(&ListFilter::default()).await.expect("list");
+        assert_eq!(entries.len(), 8);
+        let jsonl: String = entries.iter().map(|e| to_jsonl_line(e) + "\n").collect();
+        let csv = to_csv(&entries).expect("csv");
+        let from_csv = parse_csv(&csv).expect("csv parses");
+        for (entry, (json_row, csv_row)) in entries
+            .iter()
+            .zip(parse_jsonl(&jsonl).into_iter().zip(from_csv))
+        {
+            assert_eq!(
+                json_row.result.expect("json row"),
+                entry.content,
+                "[{name}] JSONL"
+            );
+            assert_eq!(
+                csv_row.result.expect("csv row"),
+                entry.content,
+                "[{name}] CSV"
+            );
+        }
+
+        // Drafts stay drafts without a reviewer.
+        let drafts = kb
+            .import(
+                parse_jsonl(r#"{"external_key": "t-new", "question": "新问题", "alt_questions": [], "answer": "新答案", "category": "生活科普", "source": {"organisation": "x"}}"#),
+                &ImportOptions { actor: "编辑甲".into(), approve_as: None },
+                &|_, _| {},
+            )
+            .await
+            .expect("import");
+        assert_eq!(drafts.created, 1);
+        let new = kb.find("t-new").await.expect("find").expect("exists");
+        assert_eq!(new.status, Status::Draft);
+        let outcome = kb
+            .search("新问题", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert!(outcome.hits.iter().all(|h| h.entry.id != new.id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_switches_without_losing_anything_and_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let kb = loaded(Arc::new(EdgeStore::open(dir.path()).expect("open"))).await;
+        let before = kb
+            .search("柑子树叶子斑驳发黄", &SearchFilter::default())
+            .await
+            .expect("search");
+        let name = kb.reindex(&|_, _| {}).await.expect("reindex");
+        assert!(name.starts_with("index__"));
+        kb.optimize().await.expect("optimize");
+        let after = kb
+            .search("柑子树叶子斑驳发黄", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert_eq!(top_key(&before), top_key(&after));
+    }
+    let kb = open(Arc::new(EdgeStore::open(dir.path()).expect("reopen"))).await;
+    let counts = kb.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(Status::Published, 8)), "{counts:?}");
+    let outcome = kb
+        .search("黄龙病能治好吗", &SearchFilter::default())
+        .await
+        .expect("search");
+    assert_eq!(top_key(&outcome).as_deref(), Some("t-citrus-hlb"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_filter_restricts_results() {
+    let TestStore { store, _dir, .. } = stores().remove(0);
+    let kb = loaded(store).await;
+    let outcome = kb
+        .search(
+            "中暑了怎么办",
+            &SearchFilter {
+                category: Some(kb::entry::Category::Farming),
+                crops: Vec::new(),
+            },
+        )
+        .await
+        .expect("search");
+    assert!(
+        outcome
+            .hits
+            .iter()
+            .all(|h| h.entry.content.category == kb::entry::Category::Farming)
+    );
+}
+
+const CHILD_DIR: &str = "WENKE_TEST_KB_CRASH_DIR";
+
+/// In the child process: imports the fixture one entry per batch forever
+/// (re-importing edits each time), printing each acknowledged import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child_importer() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return; // Only meaningful when started by the crash test below.
+    };
+    let kb = open(Arc::new(
+        EdgeStore::open(std::path::Path::new(&dir)).expect("open"),
+    ))
+    .await;
+    let rows: Vec<String> = fixture().lines().map(str::to_owned).collect();
+    for round in 0u32.. {
+        for (i, row) in rows.iter().enumerate() {
+            let edited = row.replace("按标签用量使用", &format!("按标签用量使用（第{round}轮）"));
+            let parsed = parse_jsonl(&edited);
+            kb.import(
+                parsed,
+                &ImportOptions {
+                    actor: "编辑甲".into(),
+                    approve_as: Some("审核乙".into()),
+                },
+                &|_, _| {},
+            )
+            .await
+            .expect("import");
+            println!("acked {round} {i}");
+        }
+    }
+}
+
+#[test]
+fn a_kill_9_during_import_leaves_no_half_written_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    for kill_after in [3usize, 11] {
+        let mut child = Command::new(&exe)
+            .args([
+                "crash_child_importer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("acked ") {
+                acked.push(rest.to_owned());
+                if acked.len() >= kill_after {
+                    break;
+                }
+            }
+        }
+        // Let the child get into its next write before the kill.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        assert!(acked.len() >= kill_after);
+
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let kb = open(Arc::new(EdgeStore::open(dir.path()).expect("reopen"))).await;
+            let entries = kb.list(&ListFilter::default()).await.expect("list");
+            // Every acknowledged import is there, published.
+            let fixture_keys: Vec<String> = parse_jsonl(&fixture())
+                .into_iter()
+                .map(|r| r.result.expect("valid").external_key.expect("key"))
+                .collect();
+            let acked_keys: std::collections::HashSet<usize> = acked
+                .iter()
+                .map(|a| a.split(' ').nth(1).expect("index").parse().expect("number"))
+                .collect();
+            for index in acked_keys {
+                let key = &fixture_keys[index];
+                let entry = entries
+                    .iter()
+                    .find(|e| e.content.external_key.as_deref() == Some(key.as_str()))
+                    .unwrap_or_else(|| panic!("acknowledged import of {key} lost"));
+                assert_eq!(entry.status, Status::Published);
+            }
+            // No half-written entry: each entry's record matches its latest
+            // revision, and each published entry is findable by its question.
+            for entry in &entries {
+                let history = kb.history(entry.id).await.expect("history");
+                let last = history.last().expect("has revisions");
+                assert_eq!(
+                    last.version, entry.version,
+                    "{:?}",
+                    entry.content.external_key
+                );
+                assert_eq!(&last.snapshot, entry);
+                if entry.status == Status::Published {
+                    let outcome = kb
+                        .search(&entry.content.question, &SearchFilter::default())
+                        .await
+                        .expect("search");
+                    assert_eq!(outcome.hits[0].entry.id, entry.id);
+                    assert_eq!(outcome.hits[0].entry.entry(), entry);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,455 @@
+//! One test suite for both stores: the embedded store on a temporary
+//! directory always, the Qdrant server when `QDRANT_URL` is set.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use kb::lexical::{SparseVector, document_vector, query_vector};
+use kb::store::edge::EdgeStore;
+use kb::store::server::{ServerConfig, ServerStore};
+use kb::store::{
+    CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
+    SearchRequest, scroll_all,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+fn spec(name: &str) -> CollectionSpec {
+    CollectionSpec {
+        name: name.into(),
+        dense_dim: Some(4),
+        lexical: true,
+        keyword_fields: vec!["colour", "tags"],
+        integer_fields: vec!["months"],
+    }
+}
+
+fn payload(value: serde_json::Value) -> Payload {
+    value.as_object().cloned().expect("object")
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|w| (*w).to_owned()).collect()
+}
+
+fn point(n: u128, dense: [f32; 4], tokens: &[&str], value: serde_json::Value) -> NewPoint {
+    let lexical = document_vector(&words(tokens), 3.0);
+    NewPoint {
+        id: Uuid::from_u128(n),
+        dense: Some(dense.to_vec()),
+        lexical: (!lexical.is_empty()).then_some(lexical),
+        payload: payload(value),
+    }
+}
+
+/// The behaviour every store must have.
+async fn suite(store: Arc<dyn PointStore>) {
+    let c = "suite_points";
+    store.ensure_collection(&spec(c)).await.expect("create");
+    // Idempotent.
+    store.ensure_collection(&spec(c)).await.expect("re-create");
+    assert!(store.collection_exists(c).await.expect("exists"));
+
+    store
+        .upsert(
+            c,
+            vec![
+                point(
+                    1,
+                    [1.0, 0.0, 0.0, 0.0],
+                    &["马铃薯", "晚疫病"],
+                    json!({"colour": "red", "tags": ["a", "b"], "months": [5, 6]}),
+                ),
+                point(
+                    2,
+                    [0.9, 0.1, 0.0, 0.0],
+                    &["马铃薯", "储藏"],
+                    json!({"colour": "red", "tags": ["b"], "months": [10]}),
+                ),
+                point(
+                    3,
+                    [0.0, 1.0, 0.0, 0.0],
+                    &["水稻", "稻瘟病"],
+                    json!({"colour": "blue", "tags": [], "months": [6, 7]}),
+                ),
+                point(
+                    4,
+                    [0.0, 0.0, 1.0, 0.0],
+                    &["柑橘", "黄龙病"],
+                    json!({"colour": "green", "tags": ["c"], "months": []}),
+                ),
+            ],
+        )
+        .await
+        .expect("upsert");
+
+    // Reads by id keep the order asked and skip missing ids.
+    let got = store
+        .get(
+            c,
+            vec![Uuid::from_u128(3), Uuid::from_u128(99), Uuid::from_u128(1)],
+        )
+        .await
+        .expect("get");
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(3), Uuid::from_u128(1)]
+    );
+    assert_eq!(got[1].payload["colour"], json!("red"));
+
+    // Keyword, array-keyword and integer filters, and exclusions.
+    let red = Filter::must(Condition::keyword("colour", "red"));
+    assert_eq!(store.count(c, red.clone()).await.expect("count"), 2);
+    let tagged_b = Filter::must(Condition::keyword("tags", "b"));
+    assert_eq!(store.count(c, tagged_b).await.expect("count"), 2);
+    let june = Filter::must(Condition::IntegerIn {
+        field: "months",
+        values: vec![6],
+    });
+    assert_eq!(store.count(c, june).await.expect("count"), 2);
+    let not_red = Filter {
+        must: Vec::new(),
+        must_not: vec![Condition::keyword("colour", "red")],
+    };
+    assert_eq!(store.count(c, not_red).await.expect("count"), 2);
+    assert_eq!(store.count(c, Filter::default()).await.expect("count"), 4);
+
+    // Scrolling pages through everything exactly once.
+    let (page, next) = store
+        .scroll(c, Filter::default(), None, 3)
+        .await
+        .expect("scroll");
+    assert_eq!(page.len(), 3);
+    let (rest, end) = store
+        .scroll(c, Filter::default(), next, 3)
+        .await
+        .expect("scroll");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(end, None);
+    assert_eq!(
+        scroll_all(store.as_ref(), c, Filter::default())
+            .await
+            .expect("all")
+            .len(),
+        4
+    );
+
+    // Dense search: nearest first, filters respected, exact equals indexed.
+    for exactness in [Exactness::Indexed, Exactness::Exact] {
+        let hits = store
+            .search(SearchRequest {
+                collection: c.into(),
+                query: QueryVector::Dense(vec![1.0, 0.05, 0.0, 0.0]),
+                filter: Filter::default(),
+                limit: 2,
+                exactness,
+            })
+            .await
+            .expect("dense search");
+        assert_eq!(hits[0].id, Uuid::from_u128(1));
+        assert_eq!(hits[1].id, Uuid::from_u128(2));
+        assert!(hits[0].score > 0.99 && hits[0].score <= 1.0001);
+    }
+    let blue_only = store
+        .search(SearchRequest {
+            collection: c.into(),
+            query: QueryVector::Dense(vec![1.0, 0.0, 0.0, 0.0]),
+            filter: Filter::must(Condition::keyword("colour", "blue")),
+            limit: 5,
+            exactness: Exactness::Indexed,
+        })
+        .await
+        .expect("filtered search");
+    assert_eq!(
+        blue_only.iter().map(|h| h.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(3)]
+    );
+
+    // Lexical search: the rarer word decides (IDF), absent words find nothing.
+    let lexical = store
+        .search(SearchRequest {
+            collection: c.into(),
+            query: QueryVector::Lexical(query_vector(&words(&["马铃薯", "晚疫病"]))),
+            filter: Filter::default(),
+            limit: 5,
+            exactness: Exactness::Indexed,
+        })
+        .await
+        .expect("lexical search");
+    assert_eq!(lexical[0].id, Uuid::from_u128(1));
+    assert!(lexical.len() == 2, "{lexical:?}");
+    assert!(lexical[0].score > lexical[1].score);
+    let nothing = store
+        .search(SearchRequest {
+            collection: c.into(),
+            query: QueryVector::Lexical(SparseVector {
+                indices: vec![7],
+                values: vec![1.0],
+            }),
+            filter: Filter::default(),
+            limit: 5,
+            exactness: Exactness::Indexed,
+        })
+        .await
+        .expect("lexical search");
+    assert!(nothing.is_empty());
+
+    // Upserting an id replaces the point; deletes by id and by filter.
+    store
+        .upsert(
+            c,
+            vec![point(
+                4,
+                [0.0, 0.0, 0.0, 1.0],
+                &["柠檬"],
+                json!({"colour": "yellow"}),
+            )],
+        )
+        .await
+        .expect("replace");
+    let replaced = store.get(c, vec![Uuid::from_u128(4)]).await.expect("get");
+    assert_eq!(replaced[0].payload["colour"], json!("yellow"));
+    assert!(!replaced[0].payload.contains_key("tags"));
+    store
+        .delete(c, vec![Uuid::from_u128(4)])
+        .await
+        .expect("delete");
+    store.delete_matching(c, red).await.expect("delete red");
+    let left = scroll_all(store.as_ref(), c, Filter::default())
+        .await
+        .expect("all");
+    assert_eq!(
+        left.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(3)]
+    );
+    assert!(
+        store.delete_matching(c, Filter::default()).await.is_err(),
+        "an empty filter must not delete everything"
+    );
+
+    // Collections without vectors hold plain records.
+    let records = CollectionSpec {
+        name: "suite_records".into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec!["key"],
+        integer_fields: Vec::new(),
+    };
+    store.ensure_collection(&records).await.expect("records");
+    store
+        .upsert(
+            "suite_records",
+            vec![NewPoint {
+                id: Uuid::from_u128(10),
+                dense: None,
+                lexical: None,
+                payload: payload(json!({"key": "k1", "text": "内容"})),
+            }],
+        )
+        .await
+        .expect("record upsert");
+    assert_eq!(
+        store
+            .count(
+                "suite_records",
+                Filter::must(Condition::keyword("key", "k1"))
+            )
+            .await
+            .expect("count"),
+        1
+    );
+
+    // Aliases switch between collections.
+    store
+        .ensure_collection(&spec("suite_v2"))
+        .await
+        .expect("v2");
+    store
+        .upsert(
+            "suite_v2",
+            vec![point(
+                20,
+                [0.0, 1.0, 0.0, 0.0],
+                &["新"],
+                json!({"colour": "new"}),
+            )],
+        )
+        .await
+        .expect("v2 upsert");
+    store.set_alias("suite_live", c).await.expect("alias");
+    assert_eq!(
+        store.resolve_alias("suite_live").await.expect("resolve"),
+        Some(c.to_owned())
+    );
+    assert_eq!(
+        store
+            .count("suite_live", Filter::default())
+            .await
+            .expect("count"),
+        1
+    );
+    store
+        .set_alias("suite_live", "suite_v2")
+        .await
+        .expect("switch");
+    let via_alias = store
+        .get("suite_live", vec![Uuid::from_u128(20)])
+        .await
+        .expect("get via alias");
+    assert_eq!(via_alias.len(), 1);
+    store.drop_collection(c).await.expect("drop old");
+    assert!(!store.collection_exists(c).await.expect("exists"));
+    store.optimize("suite_live").await.expect("optimize");
+    assert_eq!(
+        store
+            .count("suite_live", Filter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_passes_the_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EdgeStore::open(dir.path()).expect("open"));
+    suite(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_store_passes_the_suite() {
+    let Some(url) = std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: set QDRANT_URL to run the store suite against a Qdrant server");
+        return;
+    };
+    let prefix = format!("test_{}_", Uuid::new_v4().simple());
+    let store = Arc::new(
+        ServerStore::connect(&ServerConfig {
+            url,
+            api_key: std::env::var("QDRANT_API_KEY").ok(),
+            prefix,
+        })
+        .expect("connect"),
+    );
+    suite(store.clone()).await;
+    for name in ["suite_v2", "suite_records"] {
+        let _ = store.drop_collection(name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_survives_reopen_and_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = EdgeStore::open(dir.path()).expect("open");
+        assert!(
+            EdgeStore::open(dir.path()).is_err(),
+            "a second process-level opener must be refused"
+        );
+        store
+            .ensure_collection(&spec("kept"))
+            .await
+            .expect("create");
+        store
+            .upsert(
+                "kept",
+                vec![point(
+                    1,
+                    [1.0, 0.0, 0.0, 0.0],
+                    &["水稻"],
+                    json!({"colour": "red"}),
+                )],
+            )
+            .await
+            .expect("upsert");
+        store.set_alias("kept_alias", "kept").await.expect("alias");
+    }
+    let store = EdgeStore::open(dir.path()).expect("reopen");
+    let got = store
+        .get("kept_alias", vec![Uuid::from_u128(1)])
+        .await
+        .expect("get");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload["colour"], json!("red"));
+}
+
+const CHILD_DIR: &str = "WENKE_TEST_CRASH_CHILD_DIR";
+
+/// In the child process: writes points one at a time, printing each id once
+/// its write is acknowledged, until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return; // Only meaningful when started by the crash test below.
+    };
+    let store = EdgeStore::open(std::path::Path::new(&dir)).expect("open");
+    store
+        .ensure_collection(&spec("crash"))
+        .await
+        .expect("create");
+    for n in 1u128.. {
+        let value = n as f32;
+        store
+            .upsert(
+                "crash",
+                vec![point(
+                    n,
+                    [1.0, value, 0.0, 0.0],
+                    &["水稻"],
+                    json!({"colour": "red", "n": n as u64}),
+                )],
+            )
+            .await
+            .expect("upsert");
+        println!("acked {n}");
+    }
+}
+
+#[test]
+fn a_kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    for round in 0..3 {
+        let mut child = Command::new(&exe)
+            .args([
+                "crash_child_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut acked = Vec::new();
+        // Kill after a different number of writes each round.
+        let kill_after = 20 + round * 17;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("acked ") {
+                acked.push(n.trim().parse::<u128>().expect("number"));
+                if acked.len() >= kill_after {
+                    break;
+                }
+            }
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        assert!(acked.len() >= kill_after, "child stopped early");
+
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let store = EdgeStore::open(dir.path()).expect("reopen after crash");
+            let ids: Vec<Uuid> = acked.iter().map(|n| Uuid::from_u128(*n)).collect();
+            let found = store.get("crash", ids.clone()).await.expect("get");
+            assert_eq!(
+                found.len(),
+                ids.len(),
+                "round {round}: acknowledged writes lost after kill -9"
+            );
+        });
+    }
+}
