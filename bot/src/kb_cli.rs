@@ -593,6 +593,9 @@ pub async fn eval(
                         "dense": h.features.dense,
                         "coverage": h.features.coverage,
                         "margin": h.features.margin,
+                        "entry_coverage": h.features.entry_coverage,
+                        "missing": h.features.missing,
+                        "answer_dense": h.features.answer_dense,
                         "exact": h.evidence.exact,
                         "kind": h.evidence.matched_kind,
                     })

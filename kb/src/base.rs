@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
 use crate::import::ParsedRow;
 use crate::lexical;
-use crate::retrieval::{Calibration, Candidate, Features, rank_candidates};
+use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
     Record, SearchRequest, StoreError, scroll_all,
@@ -1025,7 +1025,7 @@ impl KnowledgeBase {
             .store
             .search(SearchRequest {
                 collection: INDEX_ALIAS.into(),
-                query: QueryVector::Dense(vector),
+                query: QueryVector::Dense(vector.clone()),
                 filter: base_filter.clone(),
                 limit: CANDIDATES_PER_SIGNAL,
                 exactness: Exactness::Indexed,
@@ -1045,12 +1045,21 @@ impl KnowledgeBase {
                 })
                 .await?
         };
-        let ranked = rank_candidates(
-            &query.tokens,
+        let weighted: Vec<WeightedWord> = query
+            .tokens
+            .iter()
+            .map(|word| WeightedWord {
+                word: word.clone(),
+                weight: analyzer.word_weight(word),
+            })
+            .collect();
+        let mut ranked = rank_candidates(
+            &weighted,
             candidates(dense_hits, true),
             candidates(lexical_hits, false),
             &self.calibration,
         );
+        self.add_answer_relevance(&mut ranked, vector).await?;
         let ids: Vec<Uuid> = ranked.iter().map(|r| r.entry_id).collect();
         let mut entries: HashMap<Uuid, Entry> = self
             .store
@@ -1083,6 +1092,50 @@ impl KnowledgeBase {
             hits,
             decision,
         })
+    }
+
+    /// Scores the leading entries' answers against the query (query to
+    /// passage, the way e5 was trained for retrieval) and recomputes their
+    /// confidence with it.
+    async fn add_answer_relevance(
+        &self,
+        ranked: &mut [crate::retrieval::Ranked],
+        vector: Vec<f32>,
+    ) -> Result<(), KbError> {
+        const SCORED: usize = 3;
+        let leading: Vec<String> = ranked
+            .iter()
+            .take(SCORED)
+            .map(|r| r.entry_id.to_string())
+            .collect();
+        if leading.is_empty() {
+            return Ok(());
+        }
+        let answers = self
+            .store
+            .search(SearchRequest {
+                collection: INDEX_ALIAS.into(),
+                query: QueryVector::Dense(vector),
+                filter: Filter::must(Condition::KeywordIn {
+                    field: "entry_id",
+                    values: leading,
+                })
+                .and(Condition::keyword("kind", "answer")),
+                limit: SCORED,
+                exactness: Exactness::Exact,
+            })
+            .await?;
+        let by_entry: HashMap<String, f32> = answers
+            .into_iter()
+            .filter_map(|hit| Some((hit.payload.get("entry_id")?.as_str()?.to_owned(), hit.score)))
+            .collect();
+        for entry in ranked.iter_mut().take(SCORED) {
+            if let Some(score) = by_entry.get(&entry.entry_id.to_string()) {
+                entry.features.answer_dense = *score;
+                entry.confidence = self.calibration.confidence(&entry.features);
+            }
+        }
+        Ok(())
     }
 
     fn published_filter(&self, filter: &SearchFilter) -> Filter {
@@ -1118,6 +1171,9 @@ impl KnowledgeBase {
                 dense: 1.0,
                 margin: 1.0,
                 coverage: 1.0,
+                entry_coverage: 1.0,
+                missing: 0.0,
+                answer_dense: 1.0,
             },
             evidence: Evidence {
                 matched_text: candidate.text,

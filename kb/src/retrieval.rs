@@ -3,13 +3,16 @@
 //!
 //! Each index point (a phrasing or an answer) gets a score
 //! `dense + coverage_weight · coverage`, where `coverage` is the share of the
-//! query's words, weighted by length, that the point's text contains. An
+//! query's words, weighted by how informative each word is (an IDF estimate
+//! from the segmenter's dictionary), that the point's text contains. An
 //! entry scores as its best point. Raw BM25 is kept as evidence but not used
 //! for ranking: its scale depends on the collection's IDF statistics, while
 //! coverage means the same at 300 entries and at 100k.
 //!
 //! The confidence is a logistic function of the top entry's dense score, its
-//! lead over the next entry and its coverage (Platt scaling); its weights
+//! lead over the next entry, the coverage of its best point and the coverage
+//! of all its points found (does the entry talk about what was asked at
+//! all?) (Platt scaling); its weights
 //! were fitted on the dev set and rounded (see docs/BENCHMARKS.md), and live
 //! in [`Calibration`] so a deployment can refit them.
 
@@ -27,17 +30,20 @@ use crate::store::Payload;
 pub struct Calibration {
     /// Weight of word coverage in the ranking score.
     pub coverage_weight: f32,
-    /// Added to the dense score of answer points (query-to-passage
-    /// similarities run lower than query-to-question ones).
-    pub answer_offset: f32,
-    /// Logistic weight of the top dense score.
+    /// The logistic model's intercept.
+    pub bias: f32,
+    /// Weight of [`Features::dense`].
     pub dense_slope: f32,
-    /// Dense score at which, all else neutral, confidence is one half.
-    pub dense_midpoint: f32,
-    /// Logistic weight of the lead over the next entry.
+    /// Weight of [`Features::margin`].
     pub margin_slope: f32,
-    /// Logistic weight of coverage (centred on one half).
+    /// Weight of [`Features::coverage`].
     pub coverage_slope: f32,
+    /// Weight of [`Features::entry_coverage`].
+    pub entry_coverage_slope: f32,
+    /// Weight of [`Features::missing`].
+    pub missing_slope: f32,
+    /// Weight of [`Features::answer_dense`].
+    pub answer_slope: f32,
     /// Confidence from which the top entry is answered directly.
     pub answer_threshold: f32,
     /// Confidence from which entries are offered as "did you mean".
@@ -47,15 +53,19 @@ pub struct Calibration {
 }
 
 impl Default for Calibration {
+    /// Fitted with `scripts/fit-calibration.py` on the committed dev sets
+    /// (see docs/BENCHMARKS.md).
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            answer_offset: 0.0,
-            dense_slope: 40.0,
-            dense_midpoint: 0.87,
-            margin_slope: 30.0,
-            coverage_slope: 3.0,
-            answer_threshold: 0.6,
+            bias: -63.9,
+            dense_slope: 24.0,
+            margin_slope: 23.8,
+            coverage_slope: -3.5,
+            entry_coverage_slope: 3.8,
+            missing_slope: -2.3,
+            answer_slope: 49.4,
+            answer_threshold: 0.77,
             suggest_threshold: 0.3,
             max_hits: 10,
         }
@@ -76,9 +86,13 @@ impl Calibration {
 
     /// The confidence of an entry from its features.
     pub fn confidence(&self, features: &Features) -> f32 {
-        let logit = self.dense_slope * (features.dense - self.dense_midpoint)
+        let logit = self.bias
+            + self.dense_slope * features.dense
             + self.margin_slope * features.margin
-            + self.coverage_slope * (features.coverage - 0.5);
+            + self.coverage_slope * features.coverage
+            + self.entry_coverage_slope * features.entry_coverage
+            + self.missing_slope * features.missing
+            + self.answer_slope * features.answer_dense;
         1.0 / (1.0 + (-logit).exp())
     }
 }
@@ -87,12 +101,22 @@ impl Calibration {
 /// --features` for refitting.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Features {
-    /// Dense score of the entry's best point (answer offset applied).
+    /// Dense score of the entry's best point.
     pub dense: f32,
     /// The entry's score minus the best other entry's score.
     pub margin: f32,
     /// Coverage of the entry's best point.
     pub coverage: f32,
+    /// Coverage of all the entry's points the searches found, together.
+    pub entry_coverage: f32,
+    /// Weight of the most informative query word that none of those points
+    /// contains, relative to the query's most informative word: 1 when the
+    /// entry misses the question's key word (冻伤 asked, 烫伤 answered).
+    pub missing: f32,
+    /// Cosine similarity of the query (as a query) and the entry's answer
+    /// (as a passage): does the answer answer it? Filled in by the caller,
+    /// which looks it up; 0 until then.
+    pub answer_dense: f32,
 }
 
 /// One index point returned by a search.
@@ -158,28 +182,52 @@ pub struct Ranked {
     pub evidence: Evidence,
 }
 
-/// Share of the query's words found in `tokens`, each word weighted by its
-/// length in characters (long words such as 草地贪夜蛾 carry the meaning;
-/// one-character words rarely do).
-pub fn coverage(query_tokens: &[String], tokens: &[String]) -> f32 {
-    let present: HashSet<&str> = tokens.iter().map(String::as_str).collect();
-    let distinct: HashSet<&str> = query_tokens.iter().map(String::as_str).collect();
-    let weight = |t: &str| t.chars().count().max(1) as f32;
-    let total: f32 = distinct.iter().map(|t| weight(t)).sum();
-    if total == 0.0 {
+/// A query word and how informative it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedWord {
+    /// The word.
+    pub word: String,
+    /// Its weight (see `Analyzer::word_weight`).
+    pub weight: f32,
+}
+
+/// Share of the query's distinct words found among `tokens`, each word
+/// counted by its weight.
+pub fn coverage<'a>(query: &[WeightedWord], tokens: impl IntoIterator<Item = &'a String>) -> f32 {
+    let present: HashSet<&str> = tokens.into_iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    let (mut total, mut found) = (0.0f32, 0.0f32);
+    for word in query {
+        if !seen.insert(word.word.as_str()) {
+            continue;
+        }
+        total += word.weight;
+        if present.contains(word.word.as_str()) {
+            found += word.weight;
+        }
+    }
+    if total == 0.0 { 0.0 } else { found / total }
+}
+
+/// Weight of the heaviest query word absent from `tokens`, over the heaviest
+/// query word's weight.
+pub fn missing<'a>(query: &[WeightedWord], tokens: impl IntoIterator<Item = &'a String>) -> f32 {
+    let present: HashSet<&str> = tokens.into_iter().map(String::as_str).collect();
+    let heaviest = query.iter().map(|w| w.weight).fold(0.0f32, f32::max);
+    if heaviest == 0.0 {
         return 0.0;
     }
-    let found: f32 = distinct
+    let heaviest_missing = query
         .iter()
-        .filter(|t| present.contains(*t))
-        .map(|t| weight(t))
-        .sum();
-    found / total
+        .filter(|w| !present.contains(w.word.as_str()))
+        .map(|w| w.weight)
+        .fold(0.0f32, f32::max);
+    heaviest_missing / heaviest
 }
 
 /// Merges the two candidate lists into ranked entries.
 pub fn rank_candidates(
-    query_tokens: &[String],
+    query: &[WeightedWord],
     dense: Vec<Candidate>,
     lexical: Vec<Candidate>,
     calibration: &Calibration,
@@ -214,15 +262,17 @@ pub fn rank_candidates(
         coverage: f32,
         candidate: Candidate,
     }
+    let mut entry_tokens: HashMap<Uuid, HashSet<String>> = HashMap::new();
+    for candidate in points.values() {
+        entry_tokens
+            .entry(candidate.entry_id)
+            .or_default()
+            .extend(candidate.tokens.iter().cloned());
+    }
     let mut best_per_entry: HashMap<Uuid, Best> = HashMap::new();
     for candidate in points.into_values() {
-        let offset = if candidate.kind == PhrasingKind::Answer {
-            calibration.answer_offset
-        } else {
-            0.0
-        };
-        let dense = candidate.dense.unwrap_or(dense_floor) + offset;
-        let coverage = coverage(query_tokens, &candidate.tokens);
+        let dense = candidate.dense.unwrap_or(dense_floor);
+        let coverage = coverage(query, &candidate.tokens);
         let score = dense + calibration.coverage_weight * coverage;
         let replace = best_per_entry
             .get(&candidate.entry_id)
@@ -264,10 +314,16 @@ pub fn rank_candidates(
             } else {
                 calibration.coverage_weight
             };
+            let tokens = entry_tokens.get(&best.candidate.entry_id);
+            let entry_coverage = tokens.map_or(0.0, |tokens| coverage(query, tokens));
+            let missing = tokens.map_or(1.0, |tokens| missing(query, tokens));
             let features = Features {
                 dense: best.dense,
                 margin,
                 coverage: best.coverage,
+                entry_coverage,
+                missing,
+                answer_dense: 0.0,
             };
             Ranked {
                 entry_id: best.candidate.entry_id,
@@ -295,6 +351,16 @@ mod tests {
         list.iter().map(|w| (*w).to_owned()).collect()
     }
 
+    /// Query words weighted by length, as a stand-in for the analyzer's weights.
+    fn query(list: &[&str]) -> Vec<WeightedWord> {
+        list.iter()
+            .map(|w| WeightedWord {
+                word: (*w).to_owned(),
+                weight: w.chars().count() as f32,
+            })
+            .collect()
+    }
+
     fn candidate(entry: u128, text: &str, tokens: &[&str], dense: Option<f32>) -> Candidate {
         Candidate {
             entry_id: Uuid::from_u128(entry),
@@ -307,8 +373,8 @@ mod tests {
     }
 
     #[test]
-    fn coverage_weighs_long_words_more() {
-        let query = words(&["马铃薯", "晚疫病", "咋"]);
+    fn coverage_counts_each_word_by_its_weight() {
+        let query = query(&["马铃薯", "晚疫病", "咋"]);
         assert!(coverage(&query, &words(&["马铃薯", "晚疫病"])) > 0.8);
         assert!(coverage(&query, &words(&["咋"])) < 0.2);
         assert_eq!(coverage(&[], &words(&["咋"])), 0.0);
@@ -316,7 +382,7 @@ mod tests {
 
     #[test]
     fn an_entry_scores_as_its_best_phrasing_and_leads_get_confidence() {
-        let query = words(&["马铃薯", "晚疫病"]);
+        let query = query(&["马铃薯", "晚疫病"]);
         let ranked = rank_candidates(
             &query,
             vec![
@@ -336,7 +402,7 @@ mod tests {
 
     #[test]
     fn lexical_only_points_get_the_dense_floor() {
-        let query = words(&["安岳柠檬"]);
+        let query = query(&["安岳柠檬"]);
         let ranked = rank_candidates(
             &query,
             vec![candidate(1, "柑橘", &["柑橘"], Some(0.80))],

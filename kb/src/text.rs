@@ -368,6 +368,21 @@ impl Analyzer {
             .collect()
     }
 
+    /// How much a word says about what is asked, as an inverse document
+    /// frequency estimated from the segmenter's dictionary (about 60 million
+    /// words of general Chinese): 的 or 怎么 weigh little, 软化 or 血管
+    /// much. Domain terms weigh as much as the rarest words. Used to weigh
+    /// word coverage; the ranking's own IDF comes from Qdrant.
+    pub fn word_weight(&self, word: &str) -> f32 {
+        const DICTIONARY_TOTAL: f32 = 60_000_000.0;
+        const MAX_WEIGHT: f32 = 12.0;
+        if self.terms.contains(word) {
+            return MAX_WEIGHT;
+        }
+        let frequency = self.jieba.suggest_freq(word).max(1) as f32;
+        (DICTIONARY_TOTAL / frequency).ln().clamp(0.5, MAX_WEIGHT)
+    }
+
     /// The text given to the embedding model: normalised, with dialect
     /// words rewritten, so 洋芋 and 马铃薯 embed alike on both sides.
     pub fn embedding_text(&self, text: &str) -> String {
