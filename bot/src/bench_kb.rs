@@ -159,7 +159,9 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
 
     let started = Instant::now();
     const BATCH: usize = 2000;
-    let mut written = 0;
+    // A store kept with --dir from an earlier run of the same size is reused.
+    let mut written = store.count(collection, Filter::default()).await?;
+    let reused = written >= config.points;
     while written < config.points {
         let n = BATCH.min(config.points - written);
         let mut points = Vec::with_capacity(n);
@@ -205,7 +207,9 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    store.optimize(collection).await?;
+    if !reused {
+        store.optimize(collection).await?;
+    }
     let optimize_seconds = started.elapsed().as_secs_f64();
 
     let queries: Vec<(Vec<f32>, SparseVector, &str)> = (0..config.queries)
@@ -226,10 +230,17 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
     // Warm-up, then timed searches.
     let store = Arc::new(store);
     let mut latencies = Vec::with_capacity(queries.len());
+    // Per step: exact lookup, dense and lexical together, record read.
+    let mut steps: [Vec<Duration>; 3] = Default::default();
     let mut recall_sum = 0.0;
     for (round, (dense, sparse, category)) in queries.iter().enumerate() {
         let filter = filter_for(category);
         let started = Instant::now();
+        let mut mark = Instant::now();
+        let mut lap = |steps: &mut [Vec<Duration>; 3], i: usize| {
+            steps[i].push(mark.elapsed());
+            mark = Instant::now();
+        };
         let (_exact, _) = store
             .scroll(
                 collection,
@@ -240,26 +251,28 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
                 1,
             )
             .await?;
-        let hits = store
-            .search(SearchRequest {
+        lap(&mut steps, 0);
+        // Dense and lexical searches run concurrently, as in KnowledgeBase::search.
+        let (hits, _lexical) = tokio::try_join!(
+            store.search(SearchRequest {
                 collection: collection.into(),
                 query: QueryVector::Dense(dense.clone()),
                 filter: filter.clone(),
                 limit: 40,
                 exactness: Exactness::Indexed,
-            })
-            .await?;
-        let _lexical = store
-            .search(SearchRequest {
+            }),
+            store.search(SearchRequest {
                 collection: collection.into(),
                 query: QueryVector::Lexical(sparse.clone()),
                 filter: filter.clone(),
                 limit: 40,
                 exactness: Exactness::Indexed,
             })
-            .await?;
+        )?;
+        lap(&mut steps, 1);
         let top: Vec<Uuid> = hits.iter().take(10).map(|h| h.id).collect();
         let _records = store.get(records, top.clone()).await?;
+        lap(&mut steps, 2);
         let elapsed = started.elapsed();
         if round >= 10.min(queries.len() / 10) {
             latencies.push(elapsed);
@@ -282,6 +295,9 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         };
     }
     latencies.sort();
+    for step in &mut steps {
+        step.sort();
+    }
     drop(store);
 
     let started = Instant::now();
@@ -305,6 +321,16 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         percentile(&latencies, 1.0),
         latencies.len()
     );
+    for (name, step) in ["exact lookup", "dense ∥ lexical", "record read"]
+        .iter()
+        .zip(&steps)
+    {
+        println!(
+            "  {name:<18} p50 {:.2} ms  p99 {:.2} ms",
+            percentile(step, 0.5),
+            percentile(step, 0.99)
+        );
+    }
     println!(
         "filtered recall@10   {:.4} (HNSW vs exact, same filter)",
         recall_sum / queries.len().max(1) as f64

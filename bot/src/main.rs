@@ -3,6 +3,7 @@
 mod bench;
 mod bench_kb;
 mod kb_cli;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,26 @@ enum Command {
         /// Embed as a passage instead of a query.
         #[arg(long)]
         passage: bool,
+    },
+    /// Serves the chat API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Directory of templates overriding the shipped ones.
+        #[arg(long, env = "WENKE_PROMPTS_DIR", default_value = "prompts/templates")]
+        prompts_dir: PathBuf,
+    },
+    /// Answers one question as the bot would and prints the reply.
+    Ask {
+        /// The question.
+        question: String,
+        /// Print the structured reply as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Directory of templates overriding the shipped ones.
+        #[arg(long, env = "WENKE_PROMPTS_DIR", default_value = "prompts/templates")]
+        prompts_dir: PathBuf,
     },
     /// The knowledge base: import, export, editorial workflow, search.
     #[command(subcommand)]
@@ -84,7 +105,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // qdrant-edge warns about server-only feature flags on every open.
+                .unwrap_or_else(|_| "warn,qdrant_edge::common::flags=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -110,6 +133,29 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Serve { addr, prompts_dir } => runtime()?.block_on(async {
+            let engine = open_engine(&cli.store, &prompts_dir).await?;
+            serve::serve(engine, addr).await
+        }),
+        Command::Ask {
+            question,
+            json,
+            prompts_dir,
+        } => runtime()?.block_on(async {
+            let engine = open_engine(&cli.store, &prompts_dir).await?;
+            let reply = engine
+                .handle(&bot::IncomingText {
+                    user_id: "cli".into(),
+                    text: question,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                println!("{}", reply.reply);
+            }
+            Ok(())
+        }),
         Command::Kb(command) => {
             let code = runtime()?.block_on(kb_cli::run(&cli.store, command))?;
             std::process::exit(code);
@@ -148,6 +194,21 @@ fn main() -> anyhow::Result<()> {
             dim: 384,
         })),
     }
+}
+
+async fn open_engine(
+    store: &kb_cli::StoreArgs,
+    prompts_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<bot::Engine>> {
+    let kb = store.open().await?;
+    let (prompts, problems) = prompts::Prompts::load(prompts_dir);
+    for problem in problems {
+        tracing::warn!(%problem, "template override ignored");
+    }
+    Ok(std::sync::Arc::new(bot::Engine::new(
+        std::sync::Arc::new(kb),
+        prompts,
+    )))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -940,7 +940,8 @@ impl KnowledgeBase {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<String, KbError> {
         let previous = self.store.resolve_alias(INDEX_ALIAS).await?;
-        let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let started = OffsetDateTime::now_utc();
+        let stamp = started.unix_timestamp_nanos();
         let name = format!("{}{stamp}", self.index_prefix());
         self.store
             .ensure_collection(&index_spec(name.clone(), self.embedder.dimension()))
@@ -958,6 +959,24 @@ impl KnowledgeBase {
             progress((done * BATCH + chunk.len()).min(total), total);
         }
         self.store.set_alias(INDEX_ALIAS, &name).await?;
+        // Changes committed while the new index was being built went to the
+        // old one: bring them over now that writes reach the new one.
+        let changed: Vec<Entry> = self
+            .list(&ListFilter::default())
+            .await?
+            .into_iter()
+            .filter(|e| e.updated_at >= started)
+            .collect();
+        if !changed.is_empty() {
+            let points = self.index_points(&changed).await?;
+            self.store.upsert(&name, points).await?;
+            let unpublished: Vec<Uuid> = changed
+                .iter()
+                .filter(|e| e.status != Status::Published)
+                .flat_map(|e| index_slots(e).into_iter().map(|(id, _, _)| id))
+                .collect();
+            self.store.delete(&name, unpublished).await?;
+        }
         if let Some(old) = previous
             && old != name
         {
@@ -1021,30 +1040,30 @@ impl KnowledgeBase {
             .embedder
             .embed_query(&analyzer.embedding_text(&query.rewritten))
             .await?;
-        let dense_hits = self
-            .store
-            .search(SearchRequest {
-                collection: INDEX_ALIAS.into(),
-                query: QueryVector::Dense(vector.clone()),
-                filter: base_filter.clone(),
-                limit: CANDIDATES_PER_SIGNAL,
-                exactness: Exactness::Indexed,
-            })
-            .await?;
         let sparse = lexical::query_vector(&query.tokens);
-        let lexical_hits = if sparse.is_empty() {
-            Vec::new()
-        } else {
+        let dense_search = self.store.search(SearchRequest {
+            collection: INDEX_ALIAS.into(),
+            query: QueryVector::Dense(vector.clone()),
+            filter: base_filter.clone(),
+            limit: CANDIDATES_PER_SIGNAL,
+            exactness: Exactness::Indexed,
+        });
+        let lexical_search = async {
+            if sparse.is_empty() {
+                return Ok(Vec::new());
+            }
             self.store
                 .search(SearchRequest {
                     collection: INDEX_ALIAS.into(),
-                    query: QueryVector::Lexical(sparse),
-                    filter: base_filter,
+                    query: QueryVector::Lexical(sparse.clone()),
+                    filter: base_filter.clone(),
                     limit: CANDIDATES_PER_SIGNAL,
                     exactness: Exactness::Indexed,
                 })
-                .await?
+                .await
         };
+        // The two searches are independent: run them side by side.
+        let (dense_hits, lexical_hits) = tokio::try_join!(dense_search, lexical_search)?;
         let weighted: Vec<WeightedWord> = query
             .tokens
             .iter()
