@@ -58,14 +58,14 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -63.9,
-            dense_slope: 24.0,
-            margin_slope: 23.8,
-            coverage_slope: -3.5,
-            entry_coverage_slope: 3.8,
-            missing_slope: -2.3,
-            answer_slope: 49.4,
-            answer_threshold: 0.77,
+            bias: -65.5,
+            dense_slope: 24.9,
+            margin_slope: 20.8,
+            coverage_slope: -3.4,
+            entry_coverage_slope: 3.3,
+            missing_slope: -3.2,
+            answer_slope: 51.4,
+            answer_threshold: 0.8,
             suggest_threshold: 0.3,
             max_hits: 10,
         }

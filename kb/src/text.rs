@@ -291,6 +291,10 @@ pub struct Analyzer {
     stopwords: HashSet<&'static str>,
 }
 
+/// Dictionary frequency from which a word counts as common (jieba's corpus
+/// has about 60 million words): 进食 has 232, the rare 牙虫 has 3.
+const COMMON_WORD_FREQUENCY: usize = 50;
+
 /// Frequency given to domain terms in the segmenter, high enough that a term
 /// such as 稻瘟病 is never split into 稻 / 瘟病.
 const DOMAIN_TERM_FREQUENCY: usize = 200_000;
@@ -433,6 +437,14 @@ impl Analyzer {
                     i += len;
                     continue 'scan;
                 }
+                // A common word is not a typo: 进食 sounds like 近视 but
+                // means what it says. (Rare dictionary words such as 牙虫,
+                // seen 3 times in jieba's corpus, are still corrected.)
+                if self.jieba.has_word(&candidate)
+                    && self.jieba.suggest_freq(&candidate) >= COMMON_WORD_FREQUENCY
+                {
+                    continue;
+                }
                 let Some(key) = pinyin_key(&candidate) else {
                     continue;
                 };
@@ -476,6 +488,7 @@ mod tests {
                 "晚疫病",
                 "草地贪夜蛾",
                 "安岳柠檬",
+                "近视",
             ]
             .map(String::from),
             Synonyms::new(
@@ -518,6 +531,8 @@ mod tests {
         );
         assert_eq!(analyzer.analyze_query("牙虫咋个治").rewritten, "蚜虫咋个治");
         assert_eq!(analyzer.analyze_query("稻瘟病").rewrites, vec![]);
+        // 进食 sounds like the term 近视 but is a word of its own.
+        assert_eq!(analyzer.analyze_query("孩子进食少").rewrites, vec![]);
     }
 
     #[test]
