@@ -6,8 +6,6 @@ use kb::{Decision, KnowledgeBase, SearchFilter, SearchOutcome};
 use prompts::Prompts;
 use serde::Serialize;
 
-/// The sample-content marker of the demo knowledge base.
-const SAMPLE_SOURCE: &str = "示例内容，未经专家审核";
 /// Most candidates offered in a "did you mean".
 const MAX_SUGGESTIONS: usize = 3;
 /// Most related questions under an answer.
@@ -131,7 +129,6 @@ impl Engine {
                         "answer": top.entry.chat_answer(),
                         "source": top.entry.content.source.organisation,
                         "reviewer": top.entry.reviewer,
-                        "sample": top.entry.content.source.organisation == SAMPLE_SOURCE,
                         "related": related,
                     }),
                 )?;

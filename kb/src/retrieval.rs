@@ -58,14 +58,14 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -65.5,
-            dense_slope: 24.9,
-            margin_slope: 20.8,
-            coverage_slope: -3.4,
-            entry_coverage_slope: 3.3,
-            missing_slope: -3.2,
-            answer_slope: 51.4,
-            answer_threshold: 0.8,
+            bias: -65.7,
+            dense_slope: 26.3,
+            margin_slope: 14.1,
+            coverage_slope: -3.1,
+            entry_coverage_slope: 3.1,
+            missing_slope: -3.6,
+            answer_slope: 50.9,
+            answer_threshold: 0.89,
             suggest_threshold: 0.3,
             max_hits: 10,
         }

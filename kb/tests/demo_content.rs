@@ -57,5 +57,41 @@ fn every_demo_entry_imports_and_is_marked_as_sample_content() {
             total += 1;
         }
     }
-    assert!(total >= 130, "only {total} demo entries");
+    assert!(total >= 160, "only {total} demo entries");
+
+    // Every dev-set question names an entry that exists (or none).
+    let eval_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("eval");
+    let mut questions = 0;
+    for file in std::fs::read_dir(&eval_dir)
+        .expect("kb/eval exists")
+        .filter_map(Result::ok)
+    {
+        let name = file.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("dev-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file.path()).expect("readable");
+        for (index, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let case: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}:{}: {e}", index + 1));
+            assert!(
+                case["question"]
+                    .as_str()
+                    .is_some_and(|q| !q.trim().is_empty())
+            );
+            if let Some(expected) = case["expected"].as_str() {
+                assert!(
+                    keys.contains(expected),
+                    "{name}:{}: unknown entry {expected}",
+                    index + 1
+                );
+            }
+            questions += 1;
+        }
+    }
+    assert!(questions >= 300, "only {questions} dev questions");
 }

@@ -125,7 +125,7 @@ mod tests {
         let answer = prompts
             .render(
                 "answer.j2",
-                json!({"answer": "甲", "source": "某农科院", "reviewer": "乙", "related": ["问一", "问二"], "sample": false}),
+                json!({"answer": "甲", "source": "某农科院", "reviewer": "乙", "related": ["问一", "问二"]}),
             )
             .expect("answer");
         assert!(answer.starts_with("甲"));
@@ -139,7 +139,7 @@ mod tests {
             prompts
                 .render("abstain.j2", json!({}))
                 .expect("abstain")
-                .contains("暂时没有权威答案")
+                .contains("暂时没有经过专家审核的权威答案")
         );
     }
 
