@@ -1,68 +1,84 @@
-//! One question in, one authoritative answer out.
+//! The conversation engine: one message in, one reply out, whatever the
+//! channel.
+//!
+//! Per message: dedup (a channel's retry of a message already handled gets
+//! the same reply, without doing the work twice) → rate limit → by kind of
+//! message: text (and recognised voice) goes through normalisation → the
+//! safety filter → commands from quick replies ("详细", "通知我") → routing
+//! → the route's handler; other kinds (pictures, locations, follows, menu
+//! taps) get their own replies → render through templates → save the
+//! session → log the turn.
+//!
+//! Every user-facing text comes from a template in `prompts/`; every answer
+//! comes from a [`PublishedEntry`], so no unpublished text can reach a user.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
-use kb::{Decision, KnowledgeBase, SearchFilter, SearchOutcome};
+use embeddings::TextKind;
+use kb::entry::{Entry, EntryId};
+use kb::{Decision, KnowledgeBase, PublishedEntry, SearchFilter, SearchOutcome};
+use parking_lot::RwLock;
 use prompts::Prompts;
+use regex::Regex;
 use serde::Serialize;
+use time::{OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+use webhooks::message::{
+    Block, BlockRole, Citation, Content, Handler, HandlerError, Incoming, QuickReply, Rating,
+    Reply, ReplyKind, UserKey,
+};
 
-/// Most candidates offered in a "did you mean".
+use crate::context::{self, Vocabulary};
+use crate::routing::{Route, RouteDecision, Router, RouterError, Signals};
+use crate::safety::SafetyFilter;
+use crate::session::{Choice, Session, SessionError, SessionStore, Topic};
+use crate::turns::{TurnLog, TurnLogError, TurnRecord};
+
+/// Most candidates offered in a "你是想问".
 const MAX_SUGGESTIONS: usize = 3;
 /// Most related questions under an answer.
 const MAX_RELATED: usize = 3;
+/// Related questions shown under an answer must reach this confidence, so
+/// the list is about the same thing rather than whatever ranked next.
+const RELATED_MIN_CONFIDENCE: f32 = 0.05;
+/// Example questions in the welcome text.
+const WELCOME_EXAMPLES: &[&str] = &["洋芋叶子发黑咋个办", "隔夜菜会致癌吗", "高温天气怎么防暑"];
 
-/// A text message from any channel.
+/// How the engine behaves; the defaults suit a public deployment.
 #[derive(Debug, Clone)]
-pub struct IncomingText {
-    /// The channel's id of the user.
-    pub user_id: String,
-    /// What they wrote (or what voice recognition heard).
-    pub text: String,
+pub struct EngineConfig {
+    /// Directory overriding the shipped texts: `templates/*.j2`,
+    /// `routes/*.txt`, `safety/sensitive.txt` (the layout of `prompts/`).
+    pub prompts_dir: Option<PathBuf>,
+    /// Messages one user may send per [`Self::rate_window`].
+    pub rate_limit: u32,
+    /// The rate-limit window.
+    pub rate_window: Duration,
+    /// How long a message id is remembered for dedup.
+    pub dedup_ttl: Duration,
+    /// How long a retry of a message still being handled waits for its reply.
+    pub duplicate_wait: Duration,
+    /// Where routing-example vectors are cached between runs (embedded
+    /// mode); `None` embeds them at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
-/// What kind of reply the engine gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplyKind {
-    /// An answer from a vetted entry.
-    Answer,
-    /// Candidate questions to choose from.
-    Suggest,
-    /// No authoritative answer.
-    Abstain,
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            prompts_dir: None,
+            rate_limit: 30,
+            rate_window: Duration::from_secs(60),
+            dedup_ttl: Duration::from_secs(15 * 60),
+            duplicate_wait: Duration::from_millis(4500),
+            cache_dir: None,
+        }
+    }
 }
 
-/// Where an answer comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Citation {
-    /// The entry.
-    pub entry_id: String,
-    /// Its question.
-    pub question: String,
-    /// The organisation that vouches for it.
-    pub source: String,
-    /// Who approved it.
-    pub reviewer: Option<String>,
-    /// The retrieval confidence.
-    pub confidence: f32,
-}
-
-/// The engine's reply, rendered by each channel in its own way.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Reply {
-    /// The kind of reply.
-    pub kind: ReplyKind,
-    /// The text as a user reads it.
-    pub reply: String,
-    /// Entries the reply is built from.
-    pub citations: Vec<Citation>,
-    /// Questions the user can tap next.
-    pub suggestions: Vec<String>,
-    /// The top retrieval confidence.
-    pub confidence: f32,
-}
-
-/// Errors the engine reports to its caller.
+/// Errors from building or running the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The knowledge base failed.
@@ -71,18 +87,300 @@ pub enum EngineError {
     /// A template failed.
     #[error(transparent)]
     Prompt(#[from] prompts::PromptError),
+    /// The session store failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The turn log failed.
+    #[error(transparent)]
+    Turns(#[from] TurnLogError),
+    /// The routing examples are unusable.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The model failed.
+    #[error("embedding failed: {0}")]
+    Embed(#[from] embeddings::EmbedError),
+}
+
+impl From<EngineError> for HandlerError {
+    fn from(error: EngineError) -> Self {
+        HandlerError::Unavailable(error.to_string())
+    }
+}
+
+/// Texts and word lists that editors change without a restart.
+struct Editable {
+    prompts: Prompts,
+    router: Router,
+    safety: SafetyFilter,
+    vocabulary: Vocabulary,
+}
+
+/// What handling a message produced, before it becomes a [`Reply`] and a
+/// logged turn.
+#[derive(Debug, Clone, Default)]
+struct Handled {
+    kind: Option<ReplyKind>,
+    blocks: Vec<Block>,
+    citations: Vec<Citation>,
+    suggestions: Vec<String>,
+    quick_replies: Vec<QuickReply>,
+    confidence: f32,
+    feedback: bool,
+    route: String,
+    route_confidence: f32,
+    resolved_query: Option<String>,
+}
+
+impl Handled {
+    fn notice(kind: ReplyKind, route: &str, text: String) -> Self {
+        Self {
+            kind: Some(kind),
+            blocks: vec![Block::new(BlockRole::Body, text)],
+            route: route.to_owned(),
+            route_confidence: 1.0,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the engine knows about one message while handling it.
+struct Turn<'a> {
+    id: String,
+    user: &'a UserKey,
+    session: Session,
+}
+
+/// Commands that quick-reply buttons send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Detail,
+    NotifyMe,
+}
+
+fn command(normalised: &str) -> Option<Command> {
+    let text: String = normalised
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_ascii_punctuation() && !"。！？，".contains(*c))
+        .collect();
+    match text.as_str() {
+        "详细" | "详情" | "看详细" | "详细解答" | "完整答案" | "详细点" => {
+            Some(Command::Detail)
+        }
+        "通知我" | "有答案通知我" | "有了通知我" | "通知" => {
+            Some(Command::NotifyMe)
+        }
+        _ => None,
+    }
+}
+
+static PHONE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(1[3-9]\d)\d{4}(\d{4})").expect("valid regex"));
+
+/// A text with mobile numbers masked (138****1234), for the turn log.
+pub fn mask_phones(text: &str) -> String {
+    PHONE.replace_all(text, "$1****$2").into_owned()
+}
+
+/// Words that mark typed feedback as negative.
+const NEGATIVE_FEEDBACK: &[&str] = &[
+    "没用",
+    "不对",
+    "错",
+    "答非所问",
+    "不是我",
+    "看不懂",
+    "差评",
+    "不满意",
+    "没效果",
+    "过时",
+    "太长",
+    "太复杂",
+    "太专业",
+    "慢",
+    "牛头不对马嘴",
+    "有问题",
+    "有误",
+    "不准",
+    "没帮助",
+    "没得用",
+    "没啥子用",
+    "不一样",
+];
+
+const THANKS: &[&str] = &["谢", "感谢", "辛苦"];
+const FAREWELL: &[&str] = &["再见", "拜拜", "晚安", "再会", "下次"];
+
+fn china_day(at: OffsetDateTime) -> String {
+    let offset = UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC);
+    let local = at.to_offset(offset);
+    format!(
+        "{:04}-{:02}-{:02}",
+        local.year(),
+        u8::from(local.month()),
+        local.day()
+    )
+}
+
+fn message_kind(content: &Content) -> &'static str {
+    match content {
+        Content::Text { .. } => "text",
+        Content::Voice { .. } => "voice",
+        Content::Image => "image",
+        Content::Video => "video",
+        Content::Location { .. } => "location",
+        Content::Link { .. } => "link",
+        Content::Subscribe => "subscribe",
+        Content::Unsubscribe => "unsubscribe",
+        Content::Menu { .. } => "menu",
+    }
+}
+
+fn citation(entry: &Entry, confidence: f32) -> Citation {
+    Citation {
+        entry_id: entry.id.to_string(),
+        question: entry.content.question.clone(),
+        source: entry.content.source.organisation.clone(),
+        reviewer: entry.reviewer.clone(),
+        confidence,
+    }
 }
 
 /// The conversation engine.
 pub struct Engine {
     kb: Arc<KnowledgeBase>,
-    prompts: Prompts,
+    sessions: Arc<dyn SessionStore>,
+    turns: TurnLog,
+    config: EngineConfig,
+    editable: RwLock<Arc<Editable>>,
+    /// Routing-example vectors by text, so a reload embeds only new examples.
+    example_cache: tokio::sync::Mutex<ExampleCache>,
+}
+
+/// The file, in [`EngineConfig::cache_dir`], of the routing-example vectors.
+const EXAMPLE_CACHE_FILE: &str = "route-examples.json";
+
+/// The routing examples' vectors, cached as JSON by model id and text.
+#[derive(serde::Deserialize, Serialize, Default)]
+struct ExampleCache {
+    model: String,
+    vectors: std::collections::HashMap<String, Vec<f32>>,
 }
 
 impl Engine {
-    /// An engine over a knowledge base and a set of templates.
-    pub fn new(kb: Arc<KnowledgeBase>, prompts: Prompts) -> Self {
-        Self { kb, prompts }
+    /// Builds the engine: loads the texts, embeds the routing examples and
+    /// reads the knowledge base's vocabulary.
+    pub async fn open(
+        kb: Arc<KnowledgeBase>,
+        sessions: Arc<dyn SessionStore>,
+        turns: TurnLog,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let model = kb.embedder().model_id().to_owned();
+        let cache = config
+            .cache_dir
+            .as_ref()
+            .and_then(|dir| std::fs::read(dir.join(EXAMPLE_CACHE_FILE)).ok())
+            .and_then(|bytes| serde_json::from_slice::<ExampleCache>(&bytes).ok())
+            .filter(|cache| cache.model == model)
+            .unwrap_or(ExampleCache {
+                model,
+                vectors: std::collections::HashMap::new(),
+            });
+        let example_cache = tokio::sync::Mutex::new(cache);
+        let editable = Self::load_editable(&kb, &config, &example_cache).await?;
+        Ok(Self {
+            kb,
+            sessions,
+            turns,
+            config,
+            editable: RwLock::new(Arc::new(editable)),
+            example_cache,
+        })
+    }
+
+    /// Reloads templates, routing examples, sensitive words and the
+    /// vocabulary; on error the old ones stay in use.
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        let editable = Self::load_editable(&self.kb, &self.config, &self.example_cache).await?;
+        *self.editable.write() = Arc::new(editable);
+        Ok(())
+    }
+
+    async fn load_editable(
+        kb: &KnowledgeBase,
+        config: &EngineConfig,
+        cache: &tokio::sync::Mutex<ExampleCache>,
+    ) -> Result<Editable, EngineError> {
+        let dir = config.prompts_dir.as_deref();
+        let prompts = match dir {
+            Some(dir) => {
+                let (prompts, problems) = Prompts::load(&dir.join("templates"));
+                for problem in problems {
+                    tracing::warn!(%problem, "template override ignored");
+                }
+                prompts
+            }
+            None => Prompts::builtin(),
+        };
+        let examples = prompts::route_examples(dir.map(|d| d.join("routes")).as_deref())?;
+        let cues = prompts::route_cues(dir.map(|d| d.join("routes")).as_deref())?;
+        let safety = SafetyFilter::new(prompts::sensitive_words(
+            dir.map(|d| d.join("safety")).as_deref(),
+        )?);
+        let analyzer = kb.analyzer();
+        let texts: Vec<String> = examples
+            .iter()
+            .map(|e| analyzer.embedding_text(&e.text))
+            .collect();
+        let vectors = Self::example_vectors(kb, config, cache, texts).await?;
+        let router = Router::new(
+            examples
+                .into_iter()
+                .zip(vectors)
+                .map(|(example, vector)| (example.route, vector))
+                .collect(),
+            cues,
+        )?;
+        let (crops, subjects) = kb.vocabulary().await?;
+        let vocabulary = Vocabulary::new(crops, subjects);
+        Ok(Editable {
+            prompts,
+            router,
+            safety,
+            vocabulary,
+        })
+    }
+
+    /// Embeds the routing examples, reusing cached vectors of the same model.
+    async fn example_vectors(
+        kb: &KnowledgeBase,
+        config: &EngineConfig,
+        cache: &tokio::sync::Mutex<ExampleCache>,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut cache = cache.lock().await;
+        let missing: Vec<String> = texts
+            .iter()
+            .filter(|t| !cache.vectors.contains_key(*t))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(examples = missing.len(), "embedding routing examples");
+            let vectors = kb
+                .embedder()
+                .embed_many(missing.clone(), TextKind::Query)
+                .await?;
+            cache.vectors.extend(missing.into_iter().zip(vectors));
+            if let Some(dir) = &config.cache_dir {
+                write_cache(&dir.join(EXAMPLE_CACHE_FILE), &cache);
+            }
+        }
+        Ok(texts
+            .iter()
+            .map(|t| cache.vectors.get(t).cloned().unwrap_or_default())
+            .collect())
     }
 
     /// The knowledge base.
@@ -90,81 +388,738 @@ impl Engine {
         &self.kb
     }
 
-    /// Answers one message.
-    pub async fn handle(&self, message: &IncomingText) -> Result<Reply, EngineError> {
-        let outcome = self
-            .kb
-            .search(&message.text, &SearchFilter::default())
-            .await?;
-        tracing::info!(
-            user = message.user_id,
-            decision = ?outcome.decision,
-            confidence = outcome.confidence(),
-            "question answered"
-        );
-        self.render(&outcome)
+    /// The session store.
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
     }
 
-    fn render(&self, outcome: &SearchOutcome) -> Result<Reply, EngineError> {
-        let confidence = outcome.confidence();
-        let citation = |hit: &kb::SearchHit| Citation {
-            entry_id: hit.entry.id.to_string(),
-            question: hit.entry.content.question.clone(),
-            source: hit.entry.content.source.organisation.clone(),
-            reviewer: hit.entry.reviewer.clone(),
-            confidence: hit.confidence,
+    /// The turn log.
+    pub fn turns(&self) -> &TurnLog {
+        &self.turns
+    }
+
+    /// Routes a text as the engine would, without answering it (for
+    /// `wenke eval --routes` and hit testing).
+    pub async fn route(&self, text: &str) -> Result<RouteDecision, EngineError> {
+        let analyzer = self.kb.analyzer();
+        let query = analyzer.analyze_query(text);
+        if let Some(decision) = Router::by_rule(&query.normalised) {
+            return Ok(decision);
+        }
+        let vector = self
+            .kb
+            .embed_query(&analyzer.embedding_text(&query.rewritten))
+            .await?;
+        let editable = Arc::clone(&self.editable.read());
+        let signals = Self::signals(&editable, &query.rewritten);
+        Ok(editable.router.route(&query.normalised, &vector, signals))
+    }
+
+    fn signals(editable: &Editable, rewritten: &str) -> Signals {
+        let vocabulary = &editable.vocabulary;
+        Signals {
+            names_subject: !vocabulary.crops_in(rewritten).is_empty()
+                || !vocabulary.subjects_in(rewritten).is_empty(),
+        }
+    }
+
+    async fn handle_once(&self, message: Incoming) -> Result<Reply, EngineError> {
+        let started = Instant::now();
+        let session = self.sessions.load(&message.user).await?;
+        let mut turn = Turn {
+            id: TurnLog::new_turn_id(),
+            user: &message.user,
+            session,
         };
+        let rate_key = format!("rate:{}", message.user.storage_key());
+        let allowed = self
+            .sessions
+            .allow(&rate_key, self.config.rate_limit, self.config.rate_window)
+            .await?;
+        let editable = Arc::clone(&self.editable.read());
+        let (handled, logged_text) = if allowed {
+            self.dispatch(&message, &mut turn, &editable).await?
+        } else {
+            let text = editable.prompts.render("rate_limited.j2", ())?;
+            (
+                Handled::notice(ReplyKind::RateLimited, "rate_limited", text),
+                message.content.text().unwrap_or_default().to_owned(),
+            )
+        };
+        if !matches!(message.content, Content::Unsubscribe) {
+            self.sessions.save(&message.user, &turn.session).await?;
+        }
+        let kind = handled.kind.unwrap_or(ReplyKind::Notice);
+        let reply = Reply {
+            turn_id: turn.id.clone(),
+            kind,
+            blocks: handled.blocks,
+            citations: handled.citations,
+            suggestions: handled.suggestions,
+            quick_replies: handled.quick_replies,
+            confidence: handled.confidence,
+            feedback: handled.feedback,
+        };
+        let latency_ms = started.elapsed().as_secs_f32() * 1000.0;
+        let record = TurnRecord {
+            turn_id: turn.id,
+            at: message.received_at.unix_timestamp(),
+            day: china_day(message.received_at),
+            channel: message.user.channel.as_str().to_owned(),
+            user: message.user.storage_key(),
+            message_kind: message_kind(&message.content).to_owned(),
+            text: mask_phones(&logged_text),
+            resolved_query: handled.resolved_query.map(|q| mask_phones(&q)),
+            route: handled.route,
+            route_confidence: handled.route_confidence,
+            reply_kind: kind.as_str().to_owned(),
+            entry_ids: reply.citations.iter().map(|c| c.entry_id.clone()).collect(),
+            confidence: reply.confidence,
+            latency_ms,
+            region: turn.session.region.clone(),
+            notify: false,
+            feedback: None,
+        };
+        tracing::info!(
+            turn = record.turn_id,
+            channel = record.channel,
+            route = record.route,
+            reply = record.reply_kind,
+            confidence = record.confidence,
+            resolved = record.resolved_query.as_deref().unwrap_or(""),
+            latency_ms,
+            "turn"
+        );
+        self.turns.record(record).await?;
+        Ok(reply)
+    }
+
+    /// Handles a message by its kind; returns what was done and the text to log.
+    async fn dispatch(
+        &self,
+        message: &Incoming,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<(Handled, String), EngineError> {
+        let prompts = &editable.prompts;
+        let handled = match &message.content {
+            Content::Text { text }
+            | Content::Voice {
+                recognition: Some(text),
+            } if !text.trim().is_empty() => {
+                return Ok((self.on_text(text, turn, editable).await?, text.clone()));
+            }
+            Content::Text { .. } | Content::Voice { .. } => Handled::notice(
+                ReplyKind::Notice,
+                "voice_unrecognised",
+                prompts.render("voice_unrecognised.j2", ())?,
+            ),
+            Content::Image | Content::Video => {
+                let what = if matches!(message.content, Content::Image) {
+                    "图片"
+                } else {
+                    "视频"
+                };
+                Handled::notice(
+                    ReplyKind::Notice,
+                    "media",
+                    prompts.render("media_received.j2", serde_json::json!({ "what": what }))?,
+                )
+            }
+            Content::Location { label, .. } => {
+                if let Some(label) = label.as_ref().filter(|l| !l.trim().is_empty()) {
+                    turn.session.region = Some(label.trim().to_owned());
+                }
+                Handled::notice(
+                    ReplyKind::Notice,
+                    "location",
+                    prompts.render("location.j2", serde_json::json!({ "label": label }))?,
+                )
+            }
+            Content::Link { title, .. } => Handled::notice(
+                ReplyKind::Notice,
+                "link",
+                prompts.render("link.j2", serde_json::json!({ "title": title }))?,
+            ),
+            Content::Subscribe => self.welcome(prompts)?,
+            Content::Unsubscribe => {
+                self.sessions.forget(turn.user).await?;
+                Handled::notice(ReplyKind::Notice, "unsubscribe", String::new())
+            }
+            Content::Menu { key } => match key.to_ascii_uppercase().as_str() {
+                "HELP" => Handled::notice(ReplyKind::Help, "help", prompts.render("help.j2", ())?),
+                "EXAMPLES" | "WELCOME" => self.welcome(prompts)?,
+                "HUMAN" => {
+                    Handled::notice(ReplyKind::Human, "human", prompts.render("human.j2", ())?)
+                }
+                "DEMAND" => Handled::notice(
+                    ReplyKind::Demand,
+                    "tech_demand",
+                    prompts.render("demand_ack.j2", ())?,
+                ),
+                _ => Handled::notice(
+                    ReplyKind::Notice,
+                    "menu",
+                    prompts.render("unknown_menu.j2", ())?,
+                ),
+            },
+        };
+        let logged = match &message.content {
+            Content::Menu { key } => format!("[menu:{key}]"),
+            Content::Link { title, url } => format!("[link] {title} {url}"),
+            other => format!("[{}]", message_kind(other)),
+        };
+        Ok((handled, logged))
+    }
+
+    fn welcome(&self, prompts: &Prompts) -> Result<Handled, EngineError> {
+        let text = prompts.render(
+            "welcome.j2",
+            serde_json::json!({ "examples": WELCOME_EXAMPLES }),
+        )?;
+        let mut handled = Handled::notice(ReplyKind::Greeting, "subscribe", text);
+        handled.suggestions = WELCOME_EXAMPLES.iter().map(|q| (*q).to_owned()).collect();
+        Ok(handled)
+    }
+
+    async fn on_text(
+        &self,
+        text: &str,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let prompts = &editable.prompts;
+        let analyzer = self.kb.analyzer();
+        let query = analyzer.analyze_query(text);
+        let normalised = query.normalised.as_str();
+
+        if let Some(word) = editable.safety.find(normalised) {
+            tracing::info!(turn = turn.id, word, "message refused by the safety filter");
+            return Ok(Handled::notice(
+                ReplyKind::Refused,
+                "refused",
+                prompts.render("refused.j2", ())?,
+            ));
+        }
+        match command(normalised) {
+            Some(Command::Detail) => return self.detail(turn, prompts).await,
+            Some(Command::NotifyMe) => return self.notify_me(turn, prompts).await,
+            None => {}
+        }
+
+        let decision = match Router::by_rule(normalised) {
+            Some(decision) => decision,
+            None => {
+                let vector = self
+                    .kb
+                    .embed_query(&analyzer.embedding_text(&query.rewritten))
+                    .await?;
+                let signals = Self::signals(editable, &query.rewritten);
+                editable.router.route(normalised, &vector, signals)
+            }
+        };
+        let mut handled = match decision.route {
+            Route::ScienceQuestion => {
+                self.answer_question(&query.rewritten, turn, editable)
+                    .await?
+            }
+            Route::Choice => {
+                self.choose(decision.choice.unwrap_or(0), turn, editable)
+                    .await?
+            }
+            Route::TechDemand => Handled::notice(
+                ReplyKind::Demand,
+                "tech_demand",
+                prompts.render("demand_ack.j2", ())?,
+            ),
+            Route::CapabilityOffer => Handled::notice(
+                ReplyKind::Demand,
+                "capability_offer",
+                prompts.render("capability_ack.j2", ())?,
+            ),
+            Route::Greeting => {
+                let thanks = THANKS.iter().any(|w| normalised.contains(w));
+                let farewell = FAREWELL.iter().any(|w| normalised.contains(w));
+                Handled::notice(
+                    ReplyKind::Greeting,
+                    "greeting",
+                    prompts.render(
+                        "greeting.j2",
+                        serde_json::json!({ "thanks": thanks, "farewell": farewell }),
+                    )?,
+                )
+            }
+            Route::Help => Handled::notice(ReplyKind::Help, "help", prompts.render("help.j2", ())?),
+            Route::Human => {
+                Handled::notice(ReplyKind::Human, "human", prompts.render("human.j2", ())?)
+            }
+            Route::Feedback => self.typed_feedback(normalised, turn, prompts).await?,
+            Route::DemandStatus => Handled::notice(
+                ReplyKind::Status,
+                "demand_status",
+                prompts.render(
+                    "demand_status.j2",
+                    serde_json::json!({ "number": decision.demand_number }),
+                )?,
+            ),
+        };
+        handled.route = decision.route.as_str().to_owned();
+        handled.route_confidence = decision.confidence;
+        Ok(handled)
+    }
+
+    async fn answer_question(
+        &self,
+        rewritten: &str,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let resolution =
+            context::resolve(rewritten, turn.session.topic.as_ref(), &editable.vocabulary);
+        let mut outcome = None;
+        if resolution.crop_switch {
+            let filter = SearchFilter {
+                crops: resolution.crops.clone(),
+                ..SearchFilter::default()
+            };
+            let found = self.kb.search(&resolution.query, &filter).await?;
+            if !found.hits.is_empty() {
+                outcome = Some(found);
+            }
+        }
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => {
+                self.kb
+                    .search(&resolution.query, &SearchFilter::default())
+                    .await?
+            }
+        };
+        let mut handled = self.render_outcome(&outcome, turn, editable).await?;
+        if resolution.follow_up {
+            handled.resolved_query = Some(resolution.query.clone());
+        }
+        let top = outcome
+            .hits
+            .first()
+            .filter(|_| outcome.decision != Decision::Abstain);
+        let crops = if !resolution.crops.is_empty() {
+            resolution.crops.clone()
+        } else {
+            top.map(|hit| hit.entry.content.crops.clone())
+                .unwrap_or_default()
+        };
+        let subjects = if !resolution.subjects.is_empty() {
+            resolution.subjects.clone()
+        } else {
+            top.map(|hit| {
+                hit.entry
+                    .content
+                    .tags
+                    .iter()
+                    .filter(|tag| !crops.contains(tag) && editable.vocabulary.is_subject(tag))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        tracing::debug!(?crops, ?subjects, "topic");
+        turn.session.topic = Some(Topic {
+            query: resolution.query,
+            entry_id: top.map(|hit| hit.entry.id.to_string()),
+            entry_question: top.map(|hit| hit.entry.content.question.clone()),
+            crops,
+            subjects,
+        });
+        Ok(handled)
+    }
+
+    async fn render_outcome(
+        &self,
+        outcome: &SearchOutcome,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let prompts = &editable.prompts;
         match (outcome.decision, outcome.hits.first()) {
             (Decision::Answer, Some(top)) => {
-                let related: Vec<String> = outcome
+                let mut related: Vec<Choice> = outcome
                     .hits
                     .iter()
                     .skip(1)
+                    .filter(|hit| hit.confidence >= RELATED_MIN_CONFIDENCE)
                     .take(MAX_RELATED)
-                    .map(|h| h.entry.content.question.clone())
+                    .map(|hit| Choice {
+                        entry_id: hit.entry.id.to_string(),
+                        question: hit.entry.content.question.clone(),
+                    })
                     .collect();
-                let reply = self.prompts.render(
-                    "answer.j2",
-                    serde_json::json!({
-                        "answer": top.entry.chat_answer(),
-                        "source": top.entry.content.source.organisation,
-                        "reviewer": top.entry.reviewer,
-                        "related": related,
-                    }),
-                )?;
-                Ok(Reply {
-                    kind: ReplyKind::Answer,
-                    reply,
-                    citations: vec![citation(top)],
-                    suggestions: related,
-                    confidence,
-                })
+                if related.is_empty() {
+                    // An exact match ranks nothing else: offer entries on
+                    // the same crops instead.
+                    related = self
+                        .kb
+                        .related(&top.entry, MAX_RELATED)
+                        .await?
+                        .into_iter()
+                        .map(|entry| Choice {
+                            entry_id: entry.id.to_string(),
+                            question: entry.content.question.clone(),
+                        })
+                        .collect();
+                }
+                self.render_answer(&top.entry, top.confidence, related, turn, prompts)
             }
             (Decision::Suggest, Some(_)) => {
-                let candidates: Vec<&kb::SearchHit> =
-                    outcome.hits.iter().take(MAX_SUGGESTIONS).collect();
-                let questions: Vec<String> = candidates
+                let choices: Vec<Choice> = outcome
+                    .hits
                     .iter()
-                    .map(|h| h.entry.content.question.clone())
+                    .take(MAX_SUGGESTIONS)
+                    .map(|hit| Choice {
+                        entry_id: hit.entry.id.to_string(),
+                        question: hit.entry.content.question.clone(),
+                    })
                     .collect();
-                let reply = self
-                    .prompts
-                    .render("suggest.j2", serde_json::json!({ "candidates": questions }))?;
-                Ok(Reply {
-                    kind: ReplyKind::Suggest,
-                    reply,
-                    citations: candidates.into_iter().map(citation).collect(),
+                let questions: Vec<String> = choices.iter().map(|c| c.question.clone()).collect();
+                let blocks = vec![
+                    Block::new(
+                        BlockRole::Body,
+                        prompts
+                            .render("suggest.j2", serde_json::json!({ "candidates": questions }))?,
+                    ),
+                    Block::new(BlockRole::Hint, prompts.render("suggest_hint.j2", ())?),
+                ];
+                turn.session.choices = choices;
+                Ok(Handled {
+                    kind: Some(ReplyKind::Suggest),
+                    blocks,
+                    citations: outcome
+                        .hits
+                        .iter()
+                        .take(MAX_SUGGESTIONS)
+                        .map(|hit| citation(&hit.entry, hit.confidence))
+                        .collect(),
                     suggestions: questions,
-                    confidence,
+                    quick_replies: vec![QuickReply::new("都不是，转人工", "转人工")],
+                    confidence: outcome.confidence(),
+                    ..Handled::default()
                 })
             }
-            _ => Ok(Reply {
-                kind: ReplyKind::Abstain,
-                reply: self.prompts.render("abstain.j2", serde_json::json!({}))?,
-                citations: Vec::new(),
-                suggestions: Vec::new(),
-                confidence,
+            _ => {
+                turn.session.choices.clear();
+                turn.session.last_abstain_turn = Some(turn.id.clone());
+                Ok(Handled {
+                    kind: Some(ReplyKind::Abstain),
+                    blocks: vec![
+                        Block::new(BlockRole::Body, prompts.render("abstain.j2", ())?),
+                        Block::new(BlockRole::Hint, prompts.render("abstain_hint.j2", ())?),
+                    ],
+                    quick_replies: vec![
+                        QuickReply::new("有答案时通知我", "通知我"),
+                        QuickReply::new("转人工", "转人工"),
+                    ],
+                    confidence: outcome.confidence(),
+                    feedback: false,
+                    ..Handled::default()
+                })
+            }
+        }
+    }
+
+    fn render_answer(
+        &self,
+        entry: &PublishedEntry,
+        confidence: f32,
+        related: Vec<Choice>,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let related_questions: Vec<String> = related.iter().map(|c| c.question.clone()).collect();
+        let mut blocks = vec![
+            Block::new(
+                BlockRole::Body,
+                prompts.render(
+                    "answer.j2",
+                    serde_json::json!({
+                        "answer": entry.chat_answer(),
+                        "question": entry.content.question,
+                    }),
+                )?,
+            ),
+            Block::new(BlockRole::Source, self.source_line(entry, prompts)?),
+        ];
+        if !related_questions.is_empty() {
+            blocks.push(Block::new(
+                BlockRole::Related,
+                prompts.render(
+                    "related.j2",
+                    serde_json::json!({ "related": related_questions }),
+                )?,
+            ));
+        }
+        blocks.push(Block::new(
+            BlockRole::Hint,
+            prompts.render(
+                "answer_hint.j2",
+                serde_json::json!({ "related": !related_questions.is_empty() }),
+            )?,
+        ));
+        turn.session.last_answer = Some(entry.id.to_string());
+        turn.session.last_answer_turn = Some(turn.id.clone());
+        turn.session.choices = related;
+        Ok(Handled {
+            kind: Some(ReplyKind::Answer),
+            blocks,
+            citations: vec![citation(entry, confidence)],
+            suggestions: related_questions,
+            quick_replies: vec![QuickReply::new("详细", "详细")],
+            confidence,
+            feedback: true,
+            ..Handled::default()
+        })
+    }
+
+    fn source_line(&self, entry: &Entry, prompts: &Prompts) -> Result<String, EngineError> {
+        Ok(prompts.render(
+            "source.j2",
+            serde_json::json!({
+                "source": entry.content.source.organisation,
+                "reviewer": entry.reviewer,
             }),
+        )?)
+    }
+
+    /// A published entry by id; `None` when it is gone or no longer published.
+    async fn published(&self, entry_id: &str) -> Result<Option<PublishedEntry>, EngineError> {
+        let Ok(uuid) = Uuid::parse_str(entry_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .kb
+            .get(EntryId(uuid))
+            .await?
+            .and_then(PublishedEntry::new))
+    }
+
+    async fn choose(
+        &self,
+        number: usize,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let prompts = &editable.prompts;
+        let chosen = number
+            .checked_sub(1)
+            .and_then(|i| turn.session.choices.get(i))
+            .cloned();
+        let Some(choice) = chosen else {
+            return Ok(Handled::notice(
+                ReplyKind::Notice,
+                "choice",
+                prompts.render("no_choice.j2", ())?,
+            ));
+        };
+        let Some(entry) = self.published(&choice.entry_id).await? else {
+            turn.session.choices.clear();
+            return Ok(Handled::notice(
+                ReplyKind::Notice,
+                "choice",
+                prompts.render("no_choice.j2", ())?,
+            ));
+        };
+        let mut handled = self.render_answer(&entry, 1.0, Vec::new(), turn, prompts)?;
+        turn.session.topic = Some(Topic {
+            query: entry.content.question.clone(),
+            entry_id: Some(entry.id.to_string()),
+            entry_question: Some(entry.content.question.clone()),
+            crops: entry.content.crops.clone(),
+            subjects: entry
+                .content
+                .tags
+                .iter()
+                .filter(|t| !entry.content.crops.contains(t) && editable.vocabulary.is_subject(t))
+                .cloned()
+                .collect(),
+        });
+        handled.resolved_query = Some(entry.content.question.clone());
+        Ok(handled)
+    }
+
+    async fn detail(&self, turn: &mut Turn<'_>, prompts: &Prompts) -> Result<Handled, EngineError> {
+        let entry = match turn.session.last_answer.clone() {
+            Some(id) => self.published(&id).await?,
+            None => None,
+        };
+        let Some(entry) = entry else {
+            return Ok(Handled::notice(
+                ReplyKind::Notice,
+                "detail",
+                prompts.render("no_detail.j2", ())?,
+            ));
+        };
+        turn.session.last_answer_turn = Some(turn.id.clone());
+        Ok(Handled {
+            kind: Some(ReplyKind::Answer),
+            blocks: vec![
+                Block::new(
+                    BlockRole::Body,
+                    prompts.render(
+                        "detail.j2",
+                        serde_json::json!({
+                            "question": entry.content.question,
+                            "answer": entry.content.answer,
+                        }),
+                    )?,
+                ),
+                Block::new(BlockRole::Source, self.source_line(&entry, prompts)?),
+            ],
+            citations: vec![citation(&entry, 1.0)],
+            confidence: 1.0,
+            feedback: true,
+            route: "detail".into(),
+            route_confidence: 1.0,
+            ..Handled::default()
+        })
+    }
+
+    async fn notify_me(
+        &self,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let user = turn.user.storage_key();
+        let ok = match turn.session.last_abstain_turn.take() {
+            Some(asked) => match self.turns.update(&user, &asked, |t| t.notify = true).await {
+                Ok(_) => true,
+                Err(TurnLogError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        };
+        Ok(Handled::notice(
+            ReplyKind::Notice,
+            "notify",
+            prompts.render("notify_ack.j2", serde_json::json!({ "ok": ok }))?,
+        ))
+    }
+
+    async fn typed_feedback(
+        &self,
+        normalised: &str,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let negative = NEGATIVE_FEEDBACK.iter().any(|w| normalised.contains(w));
+        if let Some(answered) = turn.session.last_answer_turn.clone() {
+            let rating = if negative { Rating::Down } else { Rating::Up };
+            match self
+                .turns
+                .update(&turn.user.storage_key(), &answered, |t| {
+                    t.feedback = Some(rating)
+                })
+                .await
+            {
+                Ok(_) | Err(TurnLogError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Handled::notice(
+            ReplyKind::Feedback,
+            "feedback",
+            prompts.render("feedback.j2", serde_json::json!({ "negative": negative }))?,
+        ))
+    }
+
+    /// A retry of a message already claimed: the first reply once it is
+    /// stored, or after [`EngineConfig::duplicate_wait`] a short notice.
+    async fn replay(&self, reply_key: &str) -> Result<Reply, EngineError> {
+        let deadline = Instant::now() + self.config.duplicate_wait;
+        loop {
+            if let Some(stored) = self.sessions.get(reply_key).await?
+                && let Ok(reply) = serde_json::from_str::<Reply>(&stored)
+            {
+                return Ok(reply);
+            }
+            if Instant::now() >= deadline {
+                let editable = Arc::clone(&self.editable.read());
+                let text = editable.prompts.render("in_progress.j2", ())?;
+                return Ok(Reply {
+                    turn_id: String::new(),
+                    kind: ReplyKind::Notice,
+                    blocks: vec![Block::new(BlockRole::Body, text)],
+                    citations: Vec::new(),
+                    suggestions: Vec::new(),
+                    quick_replies: Vec::new(),
+                    confidence: 0.0,
+                    feedback: false,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn write_cache(path: &std::path::Path, cache: &ExampleCache) {
+    let Some(dir) = path.parent() else { return };
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec(cache).unwrap_or_default())?;
+        std::fs::rename(&temporary, path)
+    });
+    if let Err(error) = written {
+        tracing::warn!(%error, path = %path.display(), "could not cache routing vectors");
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Engine {
+    async fn handle(&self, message: Incoming) -> Result<Reply, HandlerError> {
+        let Some(message_id) = message.message_id.clone() else {
+            return Ok(self.handle_once(message).await?);
+        };
+        let key = format!("dedup:{}:{message_id}", message.user.storage_key());
+        let reply_key = format!("reply:{}:{message_id}", message.user.storage_key());
+        let first = self
+            .sessions
+            .claim(&key, self.config.dedup_ttl)
+            .await
+            .map_err(EngineError::from)?;
+        if !first {
+            return Ok(self.replay(&reply_key).await?);
+        }
+        match self.handle_once(message).await {
+            Ok(reply) => {
+                let stored = serde_json::to_string(&reply).unwrap_or_default();
+                self.sessions
+                    .put(&reply_key, &stored, self.config.dedup_ttl)
+                    .await
+                    .map_err(EngineError::from)?;
+                Ok(reply)
+            }
+            Err(error) => {
+                // Let the channel's next retry do the work again.
+                if let Err(release) = self.sessions.release(&key).await {
+                    tracing::warn!(%release, "could not release a dedup claim");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn feedback(
+        &self,
+        user: &UserKey,
+        turn_id: &str,
+        rating: Rating,
+    ) -> Result<(), HandlerError> {
+        match self
+            .turns
+            .update(&user.storage_key(), turn_id, |t| t.feedback = Some(rating))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(TurnLogError::NotFound(id)) => Err(HandlerError::Invalid(format!("no turn {id}"))),
+            Err(e) => Err(HandlerError::Unavailable(e.to_string())),
         }
     }
 }

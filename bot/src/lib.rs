@@ -1,10 +1,21 @@
 //! The wenke conversation engine: channel-neutral messages in, structured
-//! replies out. No HTTP here; channels and the web API call [`Engine`].
+//! replies out. No HTTP here; channels and the web API call [`Engine`]
+//! through the [`webhooks::message::Handler`] trait.
 //!
-//! Today the engine answers science questions from the knowledge base
-//! (answer, "did you mean", or an honest abstention); routing, sessions and
-//! demand intake come with their issues.
+//! - [`engine`]: the pipeline of one message.
+//! - [`routing`]: what a message wants (rules plus nearest labelled examples).
+//! - [`context`]: follow-up questions read against the conversation's topic.
+//! - [`session`]: conversation state, rate limits and dedup, in memory or Redis.
+//! - [`safety`]: the sensitive-word filter.
+//! - [`turns`]: the durable turn log.
+//! - [`http`]: the HTTP surface (web chat, API, health).
 
+pub mod context;
 pub mod engine;
+pub mod http;
+pub mod routing;
+pub mod safety;
+pub mod session;
+pub mod turns;
 
-pub use engine::{Citation, Engine, IncomingText, Reply, ReplyKind};
+pub use engine::{Engine, EngineConfig, EngineError};

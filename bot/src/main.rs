@@ -1,7 +1,9 @@
 //! The `wenke` command line: serve, ask, kb, eval, bench.
 
 mod bench;
+mod bench_chat;
 mod bench_kb;
+mod chat_cli;
 mod kb_cli;
 mod serve;
 
@@ -21,6 +23,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     store: kb_cli::StoreArgs,
+    #[command(flatten)]
+    engine: chat_cli::EngineArgs,
 }
 
 #[derive(Subcommand)]
@@ -33,34 +37,38 @@ enum Command {
         #[arg(long)]
         passage: bool,
     },
-    /// Serves the chat API.
+    /// Serves the web chat, its API and the channels.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
-        /// Directory of templates overriding the shipped ones.
-        #[arg(long, env = "WENKE_PROMPTS_DIR", default_value = "prompts/templates")]
-        prompts_dir: PathBuf,
     },
     /// Answers one question as the bot would and prints the reply.
     Ask {
         /// The question.
         question: String,
-        /// Print the structured reply as JSON.
+        /// Print the structured reply as JSON (entry ids, confidences).
         #[arg(long)]
         json: bool,
-        /// Directory of templates overriding the shipped ones.
-        #[arg(long, env = "WENKE_PROMPTS_DIR", default_value = "prompts/templates")]
-        prompts_dir: PathBuf,
     },
+    /// An interactive conversation on the terminal, with follow-ups.
+    Chat,
     /// The knowledge base: import, export, editorial workflow, search.
     #[command(subcommand)]
     Kb(kb_cli::KbCommand),
-    /// Retrieval quality on labelled questions (`{"question", "expected"}` per line).
+    /// Quality on labelled data: retrieval (`{"question", "expected"}` per
+    /// line), routing (`--routes`, `{"text", "route"}`) or multi-turn
+    /// follow-ups (`--followups`, `{"turns", "expected_topic"}`).
     Eval {
         /// JSONL files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The files hold routing cases.
+        #[arg(long, conflicts_with = "followups")]
+        routes: bool,
+        /// The files hold follow-up conversations.
+        #[arg(long)]
+        followups: bool,
         /// Writes each question's ranked features here, for refitting the calibration.
         #[arg(long)]
         features: Option<PathBuf>,
@@ -86,6 +94,24 @@ enum BenchCommand {
         /// Passages in the throughput run.
         #[arg(long, default_value_t = 1000)]
         passages: usize,
+    },
+    /// Load on `POST /api/chat` of a running server.
+    Chat {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Which questions.
+        #[arg(long, value_enum, default_value = "distinct")]
+        mix: bench_chat::Mix,
+        /// Dev-set files to take questions from.
+        #[arg(long, default_values = ["kb/eval/dev-public.jsonl", "kb/eval/dev-agri-core.jsonl"])]
+        questions: Vec<PathBuf>,
     },
     /// The KB search step without the model, on synthetic embedding-like vectors.
     Kb {
@@ -133,28 +159,17 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { addr, prompts_dir } => runtime()?.block_on(async {
-            let engine = open_engine(&cli.store, &prompts_dir).await?;
-            serve::serve(engine, addr).await
+        Command::Serve { addr } => runtime()?.block_on(async {
+            let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+            serve::serve(engine, addr, cli.engine.prompts_dir()).await
         }),
-        Command::Ask {
-            question,
-            json,
-            prompts_dir,
-        } => runtime()?.block_on(async {
-            let engine = open_engine(&cli.store, &prompts_dir).await?;
-            let reply = engine
-                .handle(&bot::IncomingText {
-                    user_id: "cli".into(),
-                    text: question,
-                })
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&reply)?);
-            } else {
-                println!("{}", reply.reply);
-            }
-            Ok(())
+        Command::Ask { question, json } => runtime()?.block_on(async {
+            let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+            chat_cli::ask(&engine, question, json).await
+        }),
+        Command::Chat => runtime()?.block_on(async {
+            let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+            chat_cli::chat(&engine).await
         }),
         Command::Kb(command) => {
             let code = runtime()?.block_on(kb_cli::run(&cli.store, command))?;
@@ -162,8 +177,33 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval {
             files,
+            routes: true,
+            show_misses,
+            ..
+        } => {
+            let code = runtime()?.block_on(async {
+                let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+                chat_cli::eval_routes(&engine, &files, show_misses).await
+            })?;
+            std::process::exit(code);
+        }
+        Command::Eval {
+            files,
+            followups: true,
+            show_misses,
+            ..
+        } => {
+            let code = runtime()?.block_on(async {
+                let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+                chat_cli::eval_followups(&engine, &files, show_misses).await
+            })?;
+            std::process::exit(code);
+        }
+        Command::Eval {
+            files,
             features,
             show_misses,
+            ..
         } => {
             let code = runtime()?.block_on(kb_cli::eval(
                 &cli.store,
@@ -183,6 +223,19 @@ fn main() -> anyhow::Result<()> {
             passages,
             model_dir: cli.store.model_dir.clone(),
         }),
+        Command::Bench(BenchCommand::Chat {
+            url,
+            clients,
+            seconds,
+            mix,
+            questions,
+        }) => runtime()?.block_on(bench_chat::run(&bench_chat::ChatBenchConfig {
+            url,
+            clients,
+            duration: std::time::Duration::from_secs(seconds),
+            mix,
+            question_files: questions,
+        })),
         Command::Bench(BenchCommand::Kb {
             points,
             queries,
@@ -194,21 +247,6 @@ fn main() -> anyhow::Result<()> {
             dim: 384,
         })),
     }
-}
-
-async fn open_engine(
-    store: &kb_cli::StoreArgs,
-    prompts_dir: &std::path::Path,
-) -> anyhow::Result<std::sync::Arc<bot::Engine>> {
-    let kb = store.open().await?;
-    let (prompts, problems) = prompts::Prompts::load(prompts_dir);
-    for problem in problems {
-        tracing::warn!(%problem, "template override ignored");
-    }
-    Ok(std::sync::Arc::new(bot::Engine::new(
-        std::sync::Arc::new(kb),
-        prompts,
-    )))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -15,11 +15,15 @@
 //! re-applying is safe. A change is acknowledged only after all of it is
 //! applied.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use embeddings::{Embedder, TextKind};
-use parking_lot::RwLock;
+use lru::LruCache;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -48,6 +52,14 @@ const ANSWER_AVERAGE_TOKENS: f32 = 60.0;
 const CANDIDATES_PER_SIGNAL: usize = 40;
 /// Entries embedded and written per step of an import or re-index.
 const BATCH: usize = 32;
+/// Query vectors kept (384 floats each: ~6 MB in all). People ask the
+/// same things again and again, and the model is the slowest step.
+const EMBEDDING_CACHE: usize = 4096;
+/// Search results kept, and for how long. Local writes clear the cache at
+/// once; the lifetime bounds how stale a result can be when another
+/// instance publishes (server mode), well inside the one-second promise.
+const SEARCH_CACHE: usize = 4096;
+const SEARCH_CACHE_TTL: Duration = Duration::from_millis(800);
 
 /// Errors from the knowledge base.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +126,7 @@ pub enum PhrasingKind {
 }
 
 /// Restricts a search.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SearchFilter {
     /// Only this category.
     pub category: Option<Category>,
@@ -246,6 +258,22 @@ pub struct KnowledgeBase {
     embedder: Embedder,
     analyzer: RwLock<Arc<Analyzer>>,
     calibration: Calibration,
+    embeddings: Mutex<LruCache<String, Vec<f32>>>,
+    searches: Mutex<LruCache<(String, SearchFilter), CachedSearch>>,
+    /// Bumped by every local write; cached searches of an older
+    /// generation are not used.
+    generation: AtomicU64,
+}
+
+/// A search result remembered for repeated questions.
+struct CachedSearch {
+    at: Instant,
+    generation: u64,
+    outcome: SearchOutcome,
+}
+
+fn cache_size(size: usize) -> NonZeroUsize {
+    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
 }
 
 fn entries_spec() -> CollectionSpec {
@@ -396,6 +424,9 @@ impl KnowledgeBase {
             embedder,
             analyzer: RwLock::new(Arc::new(analyzer)),
             calibration,
+            embeddings: Mutex::new(LruCache::new(cache_size(EMBEDDING_CACHE))),
+            searches: Mutex::new(LruCache::new(cache_size(SEARCH_CACHE))),
+            generation: AtomicU64::new(0),
         };
         kb.recover().await?;
         let current = kb.store.resolve_alias(INDEX_ALIAS).await?;
@@ -434,6 +465,63 @@ impl KnowledgeBase {
     /// stored phrasings keep their old segmentation until [`Self::reindex`].
     pub fn set_analyzer(&self, analyzer: Analyzer) {
         *self.analyzer.write() = Arc::new(analyzer);
+        self.changed();
+    }
+
+    /// Marks every cached search result as stale.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The store the knowledge base lives on (the turn log shares it).
+    pub fn store(&self) -> Arc<dyn PointStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Embeds a query (already prepared with [`Analyzer::embedding_text`]),
+    /// from the cache when the same text was embedded recently.
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, KbError> {
+        if let Some(vector) = self.embeddings.lock().get(text) {
+            return Ok(vector.clone());
+        }
+        let vector = self.embedder.embed_query(text).await?;
+        self.embeddings.lock().put(text.to_owned(), vector.clone());
+        Ok(vector)
+    }
+
+    /// The words of published entries that name what they are about: crop
+    /// and animal names, and subject words (tags and the analyzer's domain
+    /// terms), each sorted. For reading follow-up questions.
+    pub async fn vocabulary(&self) -> Result<(Vec<String>, Vec<String>), KbError> {
+        let published = self
+            .list(&ListFilter {
+                status: Some(Status::Published),
+                ..ListFilter::default()
+            })
+            .await?;
+        let analyzer = self.analyzer();
+        // The analyzer keeps synonym targets whole too, and those include
+        // everyday words (咋个办 → 怎么办): only dictionary terms count.
+        let synonym_targets: HashSet<&str> = analyzer
+            .synonyms()
+            .pairs()
+            .iter()
+            .map(|(_, standard)| standard.as_str())
+            .collect();
+        let mut crops = BTreeSet::new();
+        let mut subjects: BTreeSet<String> = analyzer
+            .terms()
+            .filter(|term| !synonym_targets.contains(term))
+            .map(str::to_owned)
+            .collect();
+        for entry in published {
+            crops.extend(entry.content.crops);
+            subjects.extend(entry.content.tags);
+        }
+        for crop in &crops {
+            subjects.remove(crop);
+        }
+        Ok((crops.into_iter().collect(), subjects.into_iter().collect()))
     }
 
     /// The store's kind, for logs.
@@ -515,6 +603,37 @@ impl KnowledgeBase {
         }
         entries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
         Ok(entries)
+    }
+
+    /// Up to `limit` other published entries about the same crops as
+    /// `entry`, for "相关问题" when retrieval found nothing else. A
+    /// keyword-indexed read of a few records, no vectors.
+    pub async fn related(
+        &self,
+        entry: &Entry,
+        limit: usize,
+    ) -> Result<Vec<PublishedEntry>, KbError> {
+        if entry.content.crops.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = Filter::must(Condition::keyword("status", Status::Published.as_str())).and(
+            Condition::KeywordIn {
+                field: "crops",
+                values: entry.content.crops.clone(),
+            },
+        );
+        let (records, _) = self.store.scroll(ENTRIES, filter, None, limit + 1).await?;
+        let mut related = Vec::new();
+        for record in records {
+            if record.id == entry.id.0 {
+                continue;
+            }
+            if let Some(published) = PublishedEntry::new(from_record(ENTRIES, record)?) {
+                related.push(published);
+            }
+        }
+        related.truncate(limit);
+        Ok(related)
     }
 
     /// Number of entries in each state.
@@ -748,7 +867,10 @@ impl KnowledgeBase {
                 }],
             )
             .await?;
-        self.apply_journal(&journal, index_points).await?;
+        let applied = self.apply_journal(&journal, index_points).await;
+        // Even a half-applied change may be visible: forget cached results.
+        self.changed();
+        applied?;
         self.store.delete(JOURNAL, vec![journal_id]).await?;
         Ok(())
     }
@@ -959,6 +1081,7 @@ impl KnowledgeBase {
             progress((done * BATCH + chunk.len()).min(total), total);
         }
         self.store.set_alias(INDEX_ALIAS, &name).await?;
+        self.changed();
         // Changes committed while the new index was being built went to the
         // old one: bring them over now that writes reach the new one.
         let changed: Vec<Entry> = self
@@ -996,7 +1119,35 @@ impl KnowledgeBase {
     /// Finds published entries for a user's question. This is the only way
     /// user-facing code reaches entries: it reads the published index, and
     /// re-checks each entry's state before returning it.
+    ///
+    /// Results are cached briefly by question and filter: repeated
+    /// questions (the common case in a public chat) cost a map lookup.
     pub async fn search(
+        &self,
+        question: &str,
+        filter: &SearchFilter,
+    ) -> Result<SearchOutcome, KbError> {
+        let key = (question.to_owned(), filter.clone());
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(cached) = self.searches.lock().get(&key)
+            && cached.generation == generation
+            && cached.at.elapsed() < SEARCH_CACHE_TTL
+        {
+            return Ok(cached.outcome.clone());
+        }
+        let outcome = self.search_uncached(question, filter).await?;
+        self.searches.lock().put(
+            key,
+            CachedSearch {
+                at: Instant::now(),
+                generation,
+                outcome: outcome.clone(),
+            },
+        );
+        Ok(outcome)
+    }
+
+    async fn search_uncached(
         &self,
         question: &str,
         filter: &SearchFilter,
@@ -1037,7 +1188,6 @@ impl KnowledgeBase {
             });
         }
         let vector = self
-            .embedder
             .embed_query(&analyzer.embedding_text(&query.rewritten))
             .await?;
         let sparse = lexical::query_vector(&query.tokens);

@@ -58,14 +58,14 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -65.7,
-            dense_slope: 26.3,
-            margin_slope: 14.1,
-            coverage_slope: -3.1,
-            entry_coverage_slope: 3.1,
-            missing_slope: -3.6,
-            answer_slope: 50.9,
-            answer_threshold: 0.89,
+            bias: -63.4,
+            dense_slope: 23.1,
+            margin_slope: 18.9,
+            coverage_slope: -4.2,
+            entry_coverage_slope: 3.7,
+            missing_slope: -3.1,
+            answer_slope: 51.1,
+            answer_threshold: 0.87,
             suggest_threshold: 0.3,
             max_hits: 10,
         }

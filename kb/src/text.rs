@@ -341,6 +341,11 @@ impl Analyzer {
         &self.synonyms
     }
 
+    /// The domain terms.
+    pub fn terms(&self) -> impl Iterator<Item = &str> {
+        self.terms.iter().map(String::as_str)
+    }
+
     /// Whether `word` is a known domain term.
     pub fn is_term(&self, word: &str) -> bool {
         self.terms.contains(word)

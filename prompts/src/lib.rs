@@ -1,4 +1,6 @@
-//! Every user-facing text of wenke, as `minijinja` templates.
+//! Every user-facing text of wenke, as `minijinja` templates, plus the
+//! routing examples (`routes/*.txt`) and the sensitive-word list
+//! (`safety/sensitive.txt`) that decide how a message is handled.
 //!
 //! The templates ship in the binary (from `prompts/templates/`) and can be
 //! overridden file by file from a directory, so editors change wording
@@ -11,11 +13,51 @@ use std::path::Path;
 use minijinja::Environment;
 use serde::Serialize;
 
+/// Expands to a `(name, shipped text)` pair for a file in `templates/`.
+macro_rules! template {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../templates/", $name)))
+    };
+}
+
+/// Expands to a `(name, shipped text)` pair for a file in `routes/`.
+macro_rules! route {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../routes/", $name)))
+    };
+}
+
 /// The shipped templates, by name.
 const BUILTIN: &[(&str, &str)] = &[
-    ("answer.j2", include_str!("../templates/answer.j2")),
-    ("suggest.j2", include_str!("../templates/suggest.j2")),
-    ("abstain.j2", include_str!("../templates/abstain.j2")),
+    template!("abstain.j2"),
+    template!("abstain_hint.j2"),
+    template!("answer.j2"),
+    template!("answer_hint.j2"),
+    template!("capability_ack.j2"),
+    template!("demand_ack.j2"),
+    template!("demand_status.j2"),
+    template!("detail.j2"),
+    template!("feedback.j2"),
+    template!("greeting.j2"),
+    template!("help.j2"),
+    template!("human.j2"),
+    template!("in_progress.j2"),
+    template!("link.j2"),
+    template!("location.j2"),
+    template!("media_received.j2"),
+    template!("no_choice.j2"),
+    template!("no_detail.j2"),
+    template!("notify_ack.j2"),
+    template!("rate_limited.j2"),
+    template!("refused.j2"),
+    template!("related.j2"),
+    template!("source.j2"),
+    template!("suggest.j2"),
+    template!("suggest_hint.j2"),
+    template!("unavailable.j2"),
+    template!("unknown_menu.j2"),
+    template!("voice_unrecognised.j2"),
+    template!("welcome.j2"),
 ];
 
 /// Errors from loading or rendering templates.
@@ -29,6 +71,16 @@ pub enum PromptError {
         /// The cause.
         #[source]
         source: minijinja::Error,
+    },
+    /// A routing-cue line is malformed.
+    #[error("{origin}:{line}: {message}")]
+    Cue {
+        /// The file.
+        origin: String,
+        /// The line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
     },
     /// The override directory could not be read.
     #[error("reading {path}: {source}")]
@@ -114,6 +166,166 @@ impl Prompts {
     }
 }
 
+/// The shipped routing examples: `(file name, text)`; the file name
+/// without `.txt` is the route's name.
+const BUILTIN_ROUTES: &[(&str, &str)] = &[
+    route!("capability_offer.txt"),
+    route!("demand_status.txt"),
+    route!("feedback.txt"),
+    route!("greeting.txt"),
+    route!("help.txt"),
+    route!("human.txt"),
+    route!("science_question.txt"),
+    route!("tech_demand.txt"),
+];
+
+/// The shipped routing cues.
+const BUILTIN_CUES: &str = include_str!("../routes/cues.tsv");
+/// The file name of the routing cues in an override directory.
+pub const CUES_FILE: &str = "cues.tsv";
+
+/// The shipped sensitive-word list.
+const BUILTIN_SENSITIVE: &str = include_str!("../safety/sensitive.txt");
+/// The file name of the sensitive-word list in an override directory.
+pub const SENSITIVE_FILE: &str = "sensitive.txt";
+
+/// One labelled example utterance of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteExample {
+    /// The route's name (`science_question`, `greeting`, …).
+    pub route: String,
+    /// What a user might write.
+    pub text: String,
+}
+
+/// Parses a routing-example file: one utterance per line; blank lines and
+/// lines starting with `#` are ignored.
+fn parse_examples(route: &str, text: &str) -> Vec<RouteExample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| RouteExample {
+            route: route.to_owned(),
+            text: line.to_owned(),
+        })
+        .collect()
+}
+
+/// The routing examples: the shipped ones, each file replaced by a file of
+/// the same name in `dir` when it exists (pass `None` for the shipped set).
+pub fn route_examples(dir: Option<&Path>) -> Result<Vec<RouteExample>, PromptError> {
+    let mut examples = Vec::new();
+    for (file, shipped) in BUILTIN_ROUTES {
+        let route = file.trim_end_matches(".txt");
+        let text = match dir.map(|d| d.join(file)) {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (*shipped).to_owned(),
+                Err(source) => {
+                    return Err(PromptError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            },
+            None => (*shipped).to_owned(),
+        };
+        examples.extend(parse_examples(route, &text));
+    }
+    Ok(examples)
+}
+
+/// A word pattern that adds to a route's score (`routes/cues.tsv`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteCue {
+    /// The route's name.
+    pub route: String,
+    /// What a match adds to the route's similarity score.
+    pub bonus: f32,
+    /// The regular expression, over normalised text.
+    pub pattern: String,
+    /// The line it came from, for error messages.
+    pub line: usize,
+}
+
+/// The routing cues: the shipped file, or `dir/cues.tsv` when it exists.
+/// Lines are `route<TAB>bonus<TAB>pattern`; `#` starts a comment line.
+pub fn route_cues(dir: Option<&Path>) -> Result<Vec<RouteCue>, PromptError> {
+    let (origin, text) = match dir.map(|d| d.join(CUES_FILE)) {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => (path.display().to_string(), text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (CUES_FILE.to_owned(), BUILTIN_CUES.to_owned())
+            }
+            Err(source) => {
+                return Err(PromptError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        },
+        None => (CUES_FILE.to_owned(), BUILTIN_CUES.to_owned()),
+    };
+    let mut cues = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.splitn(3, '\t');
+        let (Some(route), Some(bonus), Some(pattern)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(PromptError::Cue {
+                origin: origin.clone(),
+                line: index + 1,
+                message: "expected route<TAB>bonus<TAB>pattern".into(),
+            });
+        };
+        let bonus: f32 = bonus.trim().parse().map_err(|_| PromptError::Cue {
+            origin: origin.clone(),
+            line: index + 1,
+            message: format!("bonus {bonus:?} is not a number"),
+        })?;
+        cues.push(RouteCue {
+            route: route.trim().to_owned(),
+            bonus,
+            pattern: pattern.trim().to_owned(),
+            line: index + 1,
+        });
+    }
+    Ok(cues)
+}
+
+/// The sensitive words: the shipped list, or `dir/sensitive.txt` when it
+/// exists. One word per line; `#` starts a comment line.
+pub fn sensitive_words(dir: Option<&Path>) -> Result<Vec<String>, PromptError> {
+    let text = match dir.map(|d| d.join(SENSITIVE_FILE)) {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BUILTIN_SENSITIVE.to_owned(),
+            Err(source) => {
+                return Err(PromptError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        },
+        None => BUILTIN_SENSITIVE.to_owned(),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The names of every shipped template.
+pub fn template_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(name, _)| *name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,15 +334,14 @@ mod tests {
     #[test]
     fn shipped_templates_render() {
         let prompts = Prompts::builtin();
-        let answer = prompts
-            .render(
-                "answer.j2",
-                json!({"answer": "甲", "source": "某农科院", "reviewer": "乙", "related": ["问一", "问二"]}),
-            )
-            .expect("answer");
-        assert!(answer.starts_with("甲"));
-        assert!(answer.contains("来源：某农科院 ｜ 审核：乙"));
-        assert!(answer.contains("2. 问二"));
+        let source = prompts
+            .render("source.j2", json!({"source": "某农科院", "reviewer": "乙"}))
+            .expect("source");
+        assert_eq!(source, "来源：某农科院 ｜ 审核：乙");
+        let related = prompts
+            .render("related.j2", json!({"related": ["问一", "问二"]}))
+            .expect("related");
+        assert!(related.contains("2. 问二"), "{related}");
         let suggest = prompts
             .render("suggest.j2", json!({"candidates": ["甲", "乙"]}))
             .expect("suggest");
@@ -141,6 +352,13 @@ mod tests {
                 .expect("abstain")
                 .contains("暂时没有经过专家审核的权威答案")
         );
+        // Every shipped template renders with an empty context: a missing
+        // variable must not take a reply down.
+        for name in template_names() {
+            prompts
+                .render(name, json!({}))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]
@@ -160,5 +378,43 @@ mod tests {
                 .expect("shipped kept")
                 .contains("你是想问")
         );
+    }
+
+    #[test]
+    fn routing_examples_and_sensitive_words_ship_and_can_be_overridden() {
+        let shipped = route_examples(None).expect("shipped");
+        assert!(shipped.len() >= 200, "{}", shipped.len());
+        assert!(
+            shipped
+                .iter()
+                .any(|e| e.route == "greeting" && e.text == "你好")
+        );
+        assert!(shipped.iter().all(|e| !e.text.starts_with('#')));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("greeting.txt"), "# only one\n吃了没\n").expect("write");
+        std::fs::write(dir.path().join(SENSITIVE_FILE), "# none\n违禁词\n").expect("write");
+        let overridden = route_examples(Some(dir.path())).expect("overridden");
+        let greetings: Vec<_> = overridden
+            .iter()
+            .filter(|e| e.route == "greeting")
+            .collect();
+        assert_eq!(greetings.len(), 1);
+        assert_eq!(greetings[0].text, "吃了没");
+        assert_eq!(
+            sensitive_words(Some(dir.path())).expect("words"),
+            vec!["违禁词".to_owned()]
+        );
+        assert!(sensitive_words(None).expect("shipped").len() >= 10);
+        let cues = route_cues(None).expect("shipped cues");
+        assert!(
+            cues.iter()
+                .any(|c| c.route == "tech_demand" && c.bonus > 0.0)
+        );
+        std::fs::write(dir.path().join(CUES_FILE), "greeting\tabc\t^hi$\n").expect("write");
+        assert!(matches!(
+            route_cues(Some(dir.path())),
+            Err(PromptError::Cue { line: 1, .. })
+        ));
     }
 }

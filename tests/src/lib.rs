@@ -1,1 +1,100 @@
-//! Placeholder.
+//! Shared set-up for wenke's end-to-end tests: a knowledge base with demo
+//! entries on a real qdrant-edge store, the real model, and the real HTTP
+//! surface listening on a loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bot::session::MemorySessionStore;
+use bot::turns::TurnLog;
+use bot::{Engine, EngineConfig};
+use kb::KnowledgeBase;
+use kb::import::parse_jsonl;
+use kb::store::edge::EdgeStore;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The model directory: `$WENKE_MODEL_DIR` or `./models`.
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("WENKE_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models"))
+}
+
+/// Where tests leave artifacts (screenshots): `tests/artifacts/`.
+pub fn artifacts_dir() -> PathBuf {
+    root().join("tests").join("artifacts")
+}
+
+/// A fresh directory under the system's temporary directory that is not
+/// removed when the test ends: the turn log's writer and qdrant-edge's
+/// shards flush when the runtime drops them, after the test body, and
+/// qdrant-edge aborts the process if its files have vanished by then.
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
+    Ok(tempfile::tempdir()?.keep())
+}
+
+/// An engine over a fresh knowledge base in `dir`, with the entries of
+/// `fixture` (a JSONL file relative to the workspace root) imported and
+/// approved, and sessions in memory.
+pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine>> {
+    let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
+        model_path: model_dir().join("multilingual-e5-small-q4"),
+        ..Default::default()
+    })
+    .context("loading the model (run scripts/fetch-models.sh)")?;
+    let kb = KnowledgeBase::open(
+        Arc::new(EdgeStore::open(dir)?),
+        embedder,
+        kb::dict::builtin_analyzer(),
+        kb::Calibration::default(),
+    )
+    .await?;
+    let text = std::fs::read_to_string(root().join(fixture))
+        .with_context(|| format!("reading {fixture}"))?;
+    let report = kb
+        .import(
+            parse_jsonl(&text),
+            &kb::ImportOptions {
+                actor: "示例编辑".into(),
+                approve_as: Some("示例审核".into()),
+            },
+            &|_, _| {},
+        )
+        .await?;
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "fixture errors: {:?}",
+        report.errors
+    );
+    let kb = Arc::new(kb);
+    let turns = TurnLog::open(kb.store()).await?;
+    let engine = Engine::open(
+        kb,
+        Arc::new(MemorySessionStore::new()),
+        turns,
+        EngineConfig::default(),
+    )
+    .await?;
+    Ok(Arc::new(engine))
+}
+
+/// Serves the engine's HTTP surface on a free loopback port, on the
+/// current runtime, until the runtime stops.
+pub async fn serve(engine: Arc<Engine>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = bot::http::router(engine);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("test server stopped: {error}");
+        }
+    });
+    Ok(addr)
+}

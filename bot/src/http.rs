@@ -1,0 +1,110 @@
+//! The HTTP surface over the engine, as used by `wenke serve`.
+//!
+//! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
+//! from `webhooks::web`) and `GET /healthz`. Every request gets an
+//! `x-request-id` (kept when the client sends one) that appears in the
+//! request's log lines. Editable texts are watched: a change under the
+//! prompts directory is picked up within seconds, without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::Engine;
+use axum::extract::State;
+use axum::http::{HeaderName, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use webhooks::message::Handler;
+
+/// How often the prompts directory is checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+/// The vocabulary of follow-up resolution is refreshed this often even
+/// without edits, to pick up newly published entries' crops and tags.
+const VOCABULARY_REFRESH: Duration = Duration::from_secs(300);
+
+async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
+    Json(serde_json::json!({
+        "status": "ok",
+        "store": engine.kb().store_kind(),
+        "sessions": engine.sessions().kind(),
+    }))
+    .into_response()
+}
+
+/// The whole HTTP surface, separate from the listener so tests can drive it.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let handler: Arc<dyn Handler> = engine.clone();
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(engine)
+        .merge(webhooks::web::router(handler))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest_change(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else if let Ok(modified) = metadata.modified() {
+                newest = newest.max(Some(modified));
+            }
+        }
+    }
+    newest
+}
+
+/// Reloads the engine's editable texts when files under `dir` change, and
+/// its vocabulary every few minutes. Polling (rather than file-system
+/// events) because it also works on network and container volumes, and a
+/// two-second delay is nothing for an editor.
+pub fn watch_prompts(engine: Arc<Engine>, dir: Option<PathBuf>) {
+    tokio::spawn(async move {
+        let newest = |dir: &Option<PathBuf>| {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || dir.as_deref().and_then(newest_change))
+        };
+        let mut seen = newest(&dir).await.ok().flatten();
+        let mut last_reload = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(RELOAD_POLL).await;
+            let current = newest(&dir).await.ok().flatten();
+            let edited = current != seen;
+            if !edited && last_reload.elapsed() < VOCABULARY_REFRESH {
+                continue;
+            }
+            seen = current;
+            last_reload = tokio::time::Instant::now();
+            match engine.reload().await {
+                Ok(()) if edited => tracing::info!("editable texts reloaded"),
+                Ok(()) => {}
+                Err(error) => tracing::warn!(%error, "reload failed; the previous texts stay"),
+            }
+        }
+    });
+}

@@ -1,0 +1,275 @@
+//! The turn log: every question, how it was routed, what was answered, how
+//! fast, and how the user rated it. Editors' analytics and the unanswered
+//! queue are built from it.
+//!
+//! Turns live in the same point store as the knowledge base (a payload-only
+//! collection `turns`, one point per turn, time-ordered ids), so the
+//! embedded default keeps them in its data directory and server mode keeps
+//! them on the Qdrant cluster: no other store is needed.
+//!
+//! Writes are batched: the engine hands a turn to a background writer and
+//! replies at once; the writer stores whatever arrived within
+//! [`BATCH_WINDOW`] in one durable upsert. A crash can therefore lose the
+//! last [`BATCH_WINDOW`] of turns, never a knowledge-base change. Anything
+//! that reads a turn back (feedback, "通知我") first flushes the writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kb::store::{CollectionSpec, Condition, Filter, NewPoint, PointStore, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+use webhooks::message::Rating;
+
+const TURNS: &str = "turns";
+/// How long the writer waits to gather a batch.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// The most turns in one write.
+const MAX_BATCH: usize = 512;
+/// Turns waiting for the writer before the engine waits for it.
+const QUEUE: usize = 8192;
+
+/// One logged turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// The turn's id (a time-ordered UUID).
+    pub turn_id: String,
+    /// When the message arrived, Unix seconds.
+    pub at: i64,
+    /// The day it arrived, `YYYY-MM-DD` in China time, for reports.
+    pub day: String,
+    /// The channel.
+    pub channel: String,
+    /// The user (`channel:id`).
+    pub user: String,
+    /// What kind of message it was (`text`, `voice`, `image`, …).
+    pub message_kind: String,
+    /// What the user wrote, or what voice recognition heard.
+    pub text: String,
+    /// The question searched for, when follow-up resolution changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_query: Option<String>,
+    /// The route taken.
+    pub route: String,
+    /// The router's confidence.
+    pub route_confidence: f32,
+    /// The kind of reply given.
+    pub reply_kind: String,
+    /// Entries answered with or offered.
+    pub entry_ids: Vec<String>,
+    /// The top retrieval confidence.
+    pub confidence: f32,
+    /// Time from arrival to reply, in milliseconds.
+    pub latency_ms: f32,
+    /// The user's region, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Whether the user asked to be told when an answer is published.
+    #[serde(default)]
+    pub notify: bool,
+    /// The user's rating of the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Rating>,
+}
+
+/// Errors of the turn log.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnLogError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer task has stopped.
+    #[error("the turn log writer has stopped")]
+    WriterStopped,
+    /// No such turn of this user.
+    #[error("no turn {0} of this user")]
+    NotFound(String),
+    /// A stored turn could not be read back.
+    #[error("corrupt turn {0}: {1}")]
+    Corrupt(String, String),
+}
+
+enum Command {
+    Write(Box<TurnRecord>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// The turn log.
+#[derive(Clone)]
+pub struct TurnLog {
+    store: Arc<dyn PointStore>,
+    sender: mpsc::Sender<Command>,
+}
+
+fn spec() -> CollectionSpec {
+    CollectionSpec {
+        name: TURNS.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec![
+            "channel",
+            "user",
+            "route",
+            "reply_kind",
+            "day",
+            "region",
+            "entry_ids",
+        ],
+        integer_fields: vec!["at"],
+    }
+}
+
+fn point(record: &TurnRecord) -> Option<NewPoint> {
+    let id = Uuid::parse_str(&record.turn_id).ok()?;
+    let serde_json::Value::Object(payload) = serde_json::to_value(record).ok()? else {
+        return None;
+    };
+    Some(NewPoint {
+        id,
+        dense: None,
+        lexical: None,
+        payload,
+    })
+}
+
+impl TurnLog {
+    /// Opens the log on a store and starts its writer on the current
+    /// Tokio runtime.
+    pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, TurnLogError> {
+        store.ensure_collection(&spec()).await?;
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(Arc::clone(&store), receiver));
+        Ok(Self { store, sender })
+    }
+
+    /// A new turn id: time-ordered, so scrolling the log reads it in order.
+    pub fn new_turn_id() -> String {
+        Uuid::now_v7().to_string()
+    }
+
+    /// Queues a turn for writing.
+    pub async fn record(&self, record: TurnRecord) -> Result<(), TurnLogError> {
+        self.sender
+            .send(Command::Write(Box::new(record)))
+            .await
+            .map_err(|_| TurnLogError::WriterStopped)
+    }
+
+    /// Waits until every turn queued so far is durable.
+    pub async fn flush(&self) -> Result<(), TurnLogError> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| TurnLogError::WriterStopped)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(TurnLogError::Store(StoreError::Storage {
+                collection: TURNS.into(),
+                message,
+            })),
+            Err(_) => Err(TurnLogError::WriterStopped),
+        }
+    }
+
+    /// One turn of one user.
+    pub async fn get(&self, user: &str, turn_id: &str) -> Result<TurnRecord, TurnLogError> {
+        let not_found = || TurnLogError::NotFound(turn_id.to_owned());
+        let id = Uuid::parse_str(turn_id).map_err(|_| not_found())?;
+        self.flush().await?;
+        let record = self
+            .store
+            .get(TURNS, vec![id])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(not_found)?;
+        let turn: TurnRecord = serde_json::from_value(serde_json::Value::Object(record.payload))
+            .map_err(|e| TurnLogError::Corrupt(turn_id.to_owned(), e.to_string()))?;
+        // A user may only see and rate their own turns.
+        if turn.user != user {
+            return Err(not_found());
+        }
+        Ok(turn)
+    }
+
+    /// Changes one turn of one user and stores it durably.
+    pub async fn update(
+        &self,
+        user: &str,
+        turn_id: &str,
+        change: impl FnOnce(&mut TurnRecord),
+    ) -> Result<TurnRecord, TurnLogError> {
+        let mut turn = self.get(user, turn_id).await?;
+        change(&mut turn);
+        let point = point(&turn).ok_or_else(|| TurnLogError::NotFound(turn_id.to_owned()))?;
+        self.store.upsert(TURNS, vec![point]).await?;
+        Ok(turn)
+    }
+
+    /// Turns matching every `field = value` pair given (after a flush), in
+    /// time order; for reports, tests and the unanswered queue.
+    pub async fn find(
+        &self,
+        conditions: &[(&'static str, &str)],
+    ) -> Result<Vec<TurnRecord>, TurnLogError> {
+        self.flush().await?;
+        let mut filter = Filter::default();
+        for (field, value) in conditions {
+            filter = filter.and(Condition::keyword(field, *value));
+        }
+        let records = kb::store::scroll_all(self.store.as_ref(), TURNS, filter).await?;
+        let mut turns: Vec<TurnRecord> = records
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(serde_json::Value::Object(r.payload)).ok())
+            .collect();
+        turns.sort_by(|a: &TurnRecord, b: &TurnRecord| a.turn_id.cmp(&b.turn_id));
+        Ok(turns)
+    }
+}
+
+/// The writer: gathers what arrives within a window and writes it at once.
+/// A pending flush cuts the window short: then only what is already queued
+/// joins the batch.
+async fn write_batches(store: Arc<dyn PointStore>, mut receiver: mpsc::Receiver<Command>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch: Vec<NewPoint> = Vec::new();
+        let mut flushes: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(record) => match point(&record) {
+                    Some(point) => batch.push(point),
+                    None => {
+                        tracing::error!(turn = record.turn_id, "turn id is not a UUID; dropped")
+                    }
+                },
+                Command::Flush(done) => flushes.push(done),
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = if flushes.is_empty() {
+                tokio::time::timeout_at(deadline, receiver.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                receiver.try_recv().ok()
+            };
+        }
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            store.upsert(TURNS, batch).await.map_err(|e| e.to_string())
+        };
+        if let Err(message) = &result {
+            tracing::error!(%message, "writing turns failed");
+        }
+        for done in flushes {
+            let _ = done.send(result.clone());
+        }
+    }
+}
