@@ -18,6 +18,8 @@ pub struct Vocabulary {
     crops: Vec<(String, String)>,
     /// Subject words: diseases, pests, hazards, foods (standard forms).
     subjects: HashSet<String>,
+    /// For subjects specific to some crops (稻瘟病 → 水稻), those crops.
+    crops_of_subject: HashMap<String, HashSet<String>>,
 }
 
 /// Colloquial names of crops and animals that the synonym dictionary
@@ -86,7 +88,33 @@ impl Vocabulary {
             // Single characters are too ambiguous to be a subject.
             .filter(|s| s.chars().count() >= 2 && !standard_crops.contains(s))
             .collect();
-        Self { crops, subjects }
+        Self {
+            crops,
+            subjects,
+            crops_of_subject: HashMap::new(),
+        }
+    }
+
+    /// A vocabulary from what the knowledge base's published entries are about.
+    pub fn from_kb(kb: kb::TopicVocabulary) -> Self {
+        let mut vocabulary = Self::new(kb.crops, kb.subjects);
+        vocabulary.crops_of_subject = kb
+            .crops_of_subject
+            .into_iter()
+            .filter(|(_, crops)| !crops.is_empty())
+            .map(|(subject, crops)| (subject, crops.into_iter().collect()))
+            .collect();
+        vocabulary
+    }
+
+    /// Whether every subject that is specific to some crops is specific to
+    /// one of `crops` too (so "追肥" fits any crop, "稻瘟病" only rice).
+    fn subjects_fit(&self, subjects: &[String], crops: &[String]) -> bool {
+        subjects.iter().all(|subject| {
+            self.crops_of_subject
+                .get(subject)
+                .is_none_or(|own| crops.iter().any(|crop| own.contains(crop)))
+        })
     }
 
     /// Standard names of the crops a text mentions, in order of mention,
@@ -224,15 +252,22 @@ pub fn resolve(text: &str, topic: Option<&Topic>, vocabulary: &Vocabulary) -> Re
             }
         }
         (false, true) => standalone,
-        // A new subject without a crop, leaning on the topic ("那二化螟呢"):
-        // the same crop.
-        (true, false) if leaning && !topic.crops.is_empty() => Resolution {
-            query: join(&[&topic.crops.join(" "), rest]),
-            follow_up: true,
-            crops: topic.crops.clone(),
-            subjects,
-            crop_switch: false,
-        },
+        // A new subject without a crop, leaning on the topic ("那二化螟呢",
+        // "要不要追肥"): the same crop, unless the subject belongs to other
+        // crops only (稻瘟病 after a potato question is about rice).
+        (true, false)
+            if (leaning || short)
+                && !topic.crops.is_empty()
+                && vocabulary.subjects_fit(&subjects, &topic.crops) =>
+        {
+            Resolution {
+                query: join(&[&topic.crops.join(" "), rest]),
+                follow_up: true,
+                crops: topic.crops.clone(),
+                subjects,
+                crop_switch: false,
+            }
+        }
         (true, false) => standalone,
         // Neither crop nor subject: an ellipsis ("那打啥子药", "要多少量").
         (true, true) if leaning || short => {
@@ -331,6 +366,23 @@ mod tests {
             assert_eq!(resolved.query, expected, "{text}");
             assert_eq!(resolved.follow_up, follow_up, "{text}");
         }
+    }
+
+    #[test]
+    fn a_subject_of_another_crop_starts_a_new_question() {
+        let mut kb = kb::TopicVocabulary::default();
+        kb.crops.extend(["马铃薯", "水稻"].map(String::from));
+        kb.subjects.extend(["稻瘟病", "追肥"].map(String::from));
+        kb.crops_of_subject
+            .insert("稻瘟病".into(), ["水稻".to_owned()].into_iter().collect());
+        let vocabulary = Vocabulary::from_kb(kb);
+        let rice = topic("水稻秧苗发黄咋回事", &["水稻"], &[]);
+        let potato = topic("马铃薯叶子发黑咋个办", &["马铃薯"], &["晚疫病"]);
+        let resolved = resolve("要不要追肥", Some(&rice), &vocabulary);
+        assert_eq!(resolved.query, "水稻 要不要追肥");
+        let resolved = resolve("稻瘟病用什么药", Some(&potato), &vocabulary);
+        assert_eq!(resolved.query, "稻瘟病用什么药");
+        assert!(!resolved.follow_up);
     }
 
     #[test]

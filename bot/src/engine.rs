@@ -341,8 +341,7 @@ impl Engine {
                 .collect(),
             cues,
         )?;
-        let (crops, subjects) = kb.vocabulary().await?;
-        let vocabulary = Vocabulary::new(crops, subjects);
+        let vocabulary = Vocabulary::from_kb(kb.vocabulary().await?);
         Ok(Editable {
             prompts,
             router,

@@ -265,6 +265,18 @@ pub struct KnowledgeBase {
     generation: AtomicU64,
 }
 
+/// What published entries are about, for reading follow-up questions; see
+/// [`KnowledgeBase::vocabulary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicVocabulary {
+    /// Crop and animal names (the entries' `crops`).
+    pub crops: BTreeSet<String>,
+    /// Subject words: tags and domain terms that are not crops.
+    pub subjects: BTreeSet<String>,
+    /// For each tag, the crops of the entries that carry it.
+    pub crops_of_subject: std::collections::BTreeMap<String, BTreeSet<String>>,
+}
+
 /// A search result remembered for repeated questions.
 struct CachedSearch {
     at: Instant,
@@ -490,9 +502,11 @@ impl KnowledgeBase {
     }
 
     /// The words of published entries that name what they are about: crop
-    /// and animal names, and subject words (tags and the analyzer's domain
-    /// terms), each sorted. For reading follow-up questions.
-    pub async fn vocabulary(&self) -> Result<(Vec<String>, Vec<String>), KbError> {
+    /// and animal names, subject words (tags and the analyzer's domain
+    /// terms), and for each tag the crops of the entries that carry it (a
+    /// disease tagged only on rice entries implies rice). For reading
+    /// follow-up questions.
+    pub async fn vocabulary(&self) -> Result<TopicVocabulary, KbError> {
         let published = self
             .list(&ListFilter {
                 status: Some(Status::Published),
@@ -508,20 +522,30 @@ impl KnowledgeBase {
             .iter()
             .map(|(_, standard)| standard.as_str())
             .collect();
-        let mut crops = BTreeSet::new();
-        let mut subjects: BTreeSet<String> = analyzer
-            .terms()
-            .filter(|term| !synonym_targets.contains(term))
-            .map(str::to_owned)
-            .collect();
+        let mut vocabulary = TopicVocabulary {
+            subjects: analyzer
+                .terms()
+                .filter(|term| !synonym_targets.contains(term))
+                .map(str::to_owned)
+                .collect(),
+            ..TopicVocabulary::default()
+        };
         for entry in published {
-            crops.extend(entry.content.crops);
-            subjects.extend(entry.content.tags);
+            for tag in &entry.content.tags {
+                vocabulary
+                    .crops_of_subject
+                    .entry(tag.clone())
+                    .or_default()
+                    .extend(entry.content.crops.iter().cloned());
+            }
+            vocabulary.subjects.extend(entry.content.tags);
+            vocabulary.crops.extend(entry.content.crops);
         }
-        for crop in &crops {
-            subjects.remove(crop);
+        for crop in &vocabulary.crops {
+            vocabulary.subjects.remove(crop);
+            vocabulary.crops_of_subject.remove(crop);
         }
-        Ok((crops.into_iter().collect(), subjects.into_iter().collect()))
+        Ok(vocabulary)
     }
 
     /// The store's kind, for logs.

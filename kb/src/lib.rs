@@ -22,6 +22,6 @@ pub mod workflow;
 
 pub use base::{
     Decision, Evidence, ImportOptions, ImportReport, KbError, KnowledgeBase, ListFilter,
-    PhrasingKind, PublishedEntry, SearchFilter, SearchHit, SearchOutcome,
+    PhrasingKind, PublishedEntry, SearchFilter, SearchHit, SearchOutcome, TopicVocabulary,
 };
 pub use retrieval::Calibration;

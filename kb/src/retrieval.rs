@@ -58,14 +58,14 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -63.4,
-            dense_slope: 23.1,
-            margin_slope: 18.9,
-            coverage_slope: -4.2,
-            entry_coverage_slope: 3.7,
-            missing_slope: -3.1,
-            answer_slope: 51.1,
-            answer_threshold: 0.87,
+            bias: -54.5,
+            dense_slope: 17.1,
+            margin_slope: 27.4,
+            coverage_slope: -5.6,
+            entry_coverage_slope: 3.6,
+            missing_slope: -1.3,
+            answer_slope: 45.2,
+            answer_threshold: 0.81,
             suggest_threshold: 0.3,
             max_hits: 10,
         }
