@@ -456,3 +456,39 @@ async fn routing_reaches_its_target_on_the_dev_set() {
         misses.join("\n")
     );
 }
+
+/// Editors change wording without a rebuild or a restart: an override in
+/// the prompts directory is used after a reload, and a broken one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_templates_take_effect_on_reload() {
+    let dir = Scratch::new();
+    let prompts = Scratch::new();
+    let kb = knowledge_base(dir.path(), None).await;
+    let config = EngineConfig {
+        prompts_dir: Some(prompts.path().to_path_buf()),
+        cache_dir: Some(dir.path().join("cache")),
+        ..EngineConfig::default()
+    };
+    let engine = engine(kb, Arc::new(MemorySessionStore::new()), config).await;
+    let someone = user("editor-test");
+    let before = say(&engine, &someone, "你好").await;
+    assert!(before.text().contains("问科"), "{}", before.text());
+
+    let templates = prompts.path().join("templates");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    std::fs::write(
+        templates.join("greeting.j2"),
+        "乡亲们好！有啥子问题尽管问。",
+    )
+    .expect("write");
+    std::fs::write(templates.join("help.j2"), "{% if %}").expect("write");
+    engine.reload().await.expect("reload");
+    let after = say(&engine, &someone, "你好").await;
+    assert_eq!(after.text(), "乡亲们好！有啥子问题尽管问。");
+    let help = say(&engine, &someone, "你能做什么").await;
+    assert!(
+        help.text().contains("我能帮你"),
+        "the shipped help stays: {}",
+        help.text()
+    );
+}
