@@ -1,7 +1,8 @@
 //! The HTTP surface over the engine, as used by `wenke serve`.
 //!
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
-//! from `webhooks::web`) and `GET /healthz`. Every request gets an
+//! from `webhooks::web`), `GET /healthz`, and the configured channels
+//! (`/wechat`). Every request gets an
 //! `x-request-id` (kept when the client sends one) that appears in the
 //! request's log lines. Editable texts are watched: a change under the
 //! prompts directory is picked up within seconds, without a restart.
@@ -35,14 +36,32 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
     .into_response()
 }
 
+/// Which channels to serve besides the web chat; an unconfigured channel's
+/// path answers 404.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    /// The WeChat Official Account, at `/wechat`.
+    pub wechat: Option<webhooks::wechat::account::AccountConfig>,
+}
+
 /// The whole HTTP surface, separate from the listener so tests can drive it.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    channels: &Channels,
+) -> Result<Router, webhooks::wechat::crypto::CryptoError> {
     let handler: Arc<dyn Handler> = engine.clone();
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .with_state(engine)
-        .merge(webhooks::web::router(handler))
+        .merge(webhooks::web::router(Arc::clone(&handler)));
+    if let Some(config) = &channels.wechat {
+        app = app.merge(webhooks::wechat::account::router(
+            Arc::clone(&handler),
+            config.clone(),
+        )?);
+    }
+    Ok(app
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request
@@ -54,7 +73,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
 }
 
 /// The newest modification time of any file under `dir`.

@@ -42,6 +42,19 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
+        /// The WeChat Official Account's server token (enables `/wechat`).
+        #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
+        wechat_token: Option<String>,
+        /// Its 43-character EncodingAESKey (compatible and safe mode).
+        #[arg(long, env = "WENKE_WECHAT_AES_KEY", hide_env_values = true)]
+        wechat_aes_key: Option<String>,
+        /// Its AppID.
+        #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
+        wechat_appid: String,
+        /// Milliseconds a passive WeChat reply may take before the answer
+        /// waits for WeChat's retry.
+        #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
+        wechat_reply_budget_ms: u64,
     },
     /// Answers one question as the bot would and prints the reply.
     Ask {
@@ -159,9 +172,25 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { addr } => runtime()?.block_on(async {
+        Command::Serve {
+            addr,
+            wechat_token,
+            wechat_aes_key,
+            wechat_appid,
+            wechat_reply_budget_ms,
+        } => runtime()?.block_on(async {
+            let channels = bot::http::Channels {
+                wechat: wechat_token.filter(|t| !t.is_empty()).map(|token| {
+                    webhooks::wechat::account::AccountConfig {
+                        token,
+                        encoding_aes_key: wechat_aes_key.filter(|k| !k.is_empty()),
+                        app_id: wechat_appid,
+                        reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
+                    }
+                }),
+            };
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
-            serve::serve(engine, addr, cli.engine.prompts_dir()).await
+            serve::serve(engine, addr, cli.engine.prompts_dir(), channels).await
         }),
         Command::Ask { question, json } => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;

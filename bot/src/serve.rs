@@ -6,19 +6,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bot::Engine;
-use bot::http::{router, watch_prompts};
+use bot::http::{Channels, router, watch_prompts};
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub async fn serve(
     engine: Arc<Engine>,
     addr: SocketAddr,
     prompts_dir: Option<PathBuf>,
+    channels: Channels,
 ) -> anyhow::Result<()> {
+    let app = router(Arc::clone(&engine), &channels)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     watch_prompts(engine.clone(), prompts_dir);
     eprintln!("wenke listening on http://{addr}");
+    if channels.wechat.is_some() {
+        eprintln!("WeChat Official Account endpoint at http://{addr}/wechat");
+    }
     let turns = engine.turns().clone();
-    axum::serve(listener, router(engine))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     turns.flush().await?;

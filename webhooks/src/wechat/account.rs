@@ -1,0 +1,428 @@
+//! The WeChat Official Account endpoint, `/wechat`: URL verification and
+//! passive replies, in plaintext, compatible and safe mode.
+//!
+//! - `GET /wechat?signature&timestamp&nonce&echostr`: echoes `echostr` when
+//!   the signature over (token, timestamp, nonce) is right, else 403.
+//! - `POST /wechat?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]`:
+//!   verifies the signature, decrypts in safe and compatible mode, parses
+//!   the message, hands it to the engine with its `MsgId` (or sender and
+//!   time for events) as the message id, and replies passively in the mode
+//!   of the request.
+//!
+//! The 5-second rule: WeChat waits 5 s for a reply, then sends the same
+//! message again (up to three times). A reply that is not ready within
+//! [`AccountConfig::reply_budget`] is answered with `success` (no reply);
+//! the retry reaches the engine with the same message id, and the engine
+//! returns the first attempt's reply without doing the work twice.
+//! Delivery through the customer-service API, for answers slower than every
+//! retry, comes with the rest of the channels issue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use time::OffsetDateTime;
+
+use super::crypto::{CryptoError, MessageCrypto, verify_url_signature};
+use super::xml::{Event, InboundKind, InboundMessage, parse_envelope, parse_message, text_reply};
+use crate::message::{Channel, Content, Handler, Incoming, UserKey};
+
+/// WeChat's documented limit for one request body is far below this; the
+/// limit keeps a hostile client from making the server buffer more.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How the Official Account is configured.
+#[derive(Clone)]
+pub struct AccountConfig {
+    /// The token set in the Official Account's server configuration.
+    pub token: String,
+    /// The 43-character EncodingAESKey, for compatible and safe mode.
+    pub encoding_aes_key: Option<String>,
+    /// The account's AppID (the receive id of encrypted messages).
+    pub app_id: String,
+    /// How long a passive reply may take before the request is answered
+    /// with `success` and the answer waits for WeChat's retry.
+    pub reply_budget: Duration,
+}
+
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("app_id", &self.app_id)
+            .field("reply_budget", &self.reply_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Account {
+    handler: Arc<dyn Handler>,
+    config: AccountConfig,
+    crypto: Option<MessageCrypto>,
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+fn xml(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The channel-neutral content of a WeChat message; `None` for messages
+/// the engine has nothing to say to (menu links, scans, location reports).
+fn content(message: &InboundMessage) -> Option<Content> {
+    Some(match &message.kind {
+        InboundKind::Text { content } => Content::Text {
+            text: content.clone(),
+        },
+        InboundKind::Voice { recognition, .. } => Content::Voice {
+            recognition: recognition.clone().filter(|r| !r.trim().is_empty()),
+        },
+        InboundKind::Image { .. } => Content::Image,
+        InboundKind::Video { .. } | InboundKind::ShortVideo { .. } => Content::Video,
+        InboundKind::Location {
+            latitude,
+            longitude,
+            label,
+            ..
+        } => Content::Location {
+            latitude: *latitude,
+            longitude: *longitude,
+            label: label.clone(),
+        },
+        InboundKind::Link { title, url, .. } => Content::Link {
+            title: title.clone(),
+            url: url.clone(),
+        },
+        InboundKind::Event(Event::Subscribe { .. }) => Content::Subscribe,
+        InboundKind::Event(Event::Unsubscribe) => Content::Unsubscribe,
+        InboundKind::Event(Event::Click { event_key }) => Content::Menu {
+            key: event_key.clone(),
+        },
+        InboundKind::Event(_) | InboundKind::Unknown { .. } => return None,
+    })
+}
+
+async fn verify(
+    State(account): State<Arc<Account>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    if !verify_url_signature(
+        &account.config.token,
+        field("timestamp"),
+        field("nonce"),
+        field("signature"),
+    ) {
+        return plain(StatusCode::FORBIDDEN, "signature mismatch");
+    }
+    field("echostr").to_owned().into_response()
+}
+
+async fn receive(
+    State(account): State<Arc<Account>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    let (timestamp, nonce) = (field("timestamp"), field("nonce"));
+    // Every request carries the plain signature, encrypted ones also
+    // msg_signature over the ciphertext.
+    if !verify_url_signature(&account.config.token, timestamp, nonce, field("signature")) {
+        return plain(StatusCode::FORBIDDEN, "signature mismatch");
+    }
+    let encrypted = field("encrypt_type").eq_ignore_ascii_case("aes");
+    let plaintext = if encrypted {
+        let Some(crypto) = &account.crypto else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "encrypted message but no EncodingAESKey configured",
+            );
+        };
+        let envelope = match parse_envelope(&body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::warn!(%error, "wechat: malformed envelope");
+                return plain(StatusCode::BAD_REQUEST, "malformed XML");
+            }
+        };
+        match crypto.decrypt_verified(timestamp, nonce, &envelope.encrypt, field("msg_signature")) {
+            Ok(text) => text.into_bytes(),
+            Err(CryptoError::InvalidSignature) => {
+                return plain(StatusCode::FORBIDDEN, "signature mismatch");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "wechat: message does not decrypt");
+                return plain(StatusCode::BAD_REQUEST, "message does not decrypt");
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    let message = match parse_message(&plaintext) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::warn!(%error, "wechat: malformed message");
+            return plain(StatusCode::BAD_REQUEST, "malformed message");
+        }
+    };
+    let Some(content) = content(&message) else {
+        return plain(StatusCode::OK, "success");
+    };
+    let incoming = Incoming {
+        user: UserKey::new(Channel::Wechat, message.from_user_name.clone()),
+        message_id: Some(message.dedup_key()),
+        content,
+        received_at: OffsetDateTime::now_utc(),
+    };
+    let unsubscribed = matches!(incoming.content, Content::Unsubscribe);
+    // The work runs as its own task, so a reply that misses the budget is
+    // still finished (and stored by the engine for WeChat's retry) rather
+    // than cancelled with this request.
+    let handler = Arc::clone(&account.handler);
+    let mut work = tokio::spawn(async move { handler.handle(incoming).await });
+    let reply = match tokio::time::timeout(account.config.reply_budget, &mut work).await {
+        Ok(Ok(Ok(reply))) => reply,
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "wechat: engine failed");
+            return plain(StatusCode::OK, "success");
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "wechat: engine task failed");
+            return plain(StatusCode::OK, "success");
+        }
+        // Not ready in time: WeChat's retry will collect it.
+        Err(_) => return plain(StatusCode::OK, "success"),
+    };
+    if unsubscribed {
+        return plain(StatusCode::OK, "success");
+    }
+    let limit = Channel::Wechat.text_limit_bytes().unwrap_or(2048);
+    let Some(text) = reply.split_into_messages(limit).into_iter().next() else {
+        return plain(StatusCode::OK, "success");
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let reply_xml = text_reply(&message.from_user_name, &message.to_user_name, now, &text);
+    match (&account.crypto, encrypted) {
+        (Some(crypto), true) => xml(crypto.encrypted_reply(&reply_xml, timestamp, nonce)),
+        _ => xml(reply_xml),
+    }
+}
+
+/// The `/wechat` routes over a handler.
+pub fn router(handler: Arc<dyn Handler>, config: AccountConfig) -> Result<Router, CryptoError> {
+    let crypto = match &config.encoding_aes_key {
+        Some(key) => Some(MessageCrypto::new(&config.token, key, &config.app_id)?),
+        None => None,
+    };
+    let account = Arc::new(Account {
+        handler,
+        config,
+        crypto,
+    });
+    Ok(Router::new()
+        .route("/wechat", get(verify).post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(account))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::message::{Block, BlockRole, HandlerError, Rating, Reply, ReplyKind};
+    use crate::wechat::crypto::url_signature;
+
+    const TOKEN: &str = "test-token";
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const APP_ID: &str = "wx0123456789abcdef";
+
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl Handler for Echo {
+        async fn handle(&self, message: Incoming) -> Result<Reply, HandlerError> {
+            let text = match &message.content {
+                Content::Text { text } => format!("答：{text}"),
+                other => format!("{other:?}"),
+            };
+            Ok(Reply {
+                turn_id: "t".into(),
+                kind: ReplyKind::Answer,
+                blocks: vec![Block::new(BlockRole::Body, text)],
+                citations: Vec::new(),
+                suggestions: Vec::new(),
+                quick_replies: Vec::new(),
+                confidence: 1.0,
+                feedback: false,
+            })
+        }
+
+        async fn feedback(&self, _: &UserKey, _: &str, _: Rating) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    fn app() -> Router {
+        router(
+            Arc::new(Echo),
+            AccountConfig {
+                token: TOKEN.into(),
+                encoding_aes_key: Some(KEY.into()),
+                app_id: APP_ID.into(),
+                reply_budget: Duration::from_secs(4),
+            },
+        )
+        .expect("router")
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, String) {
+        let response = app().oneshot(request).await.expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn text_message(content: &str) -> String {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><FromUserName><![CDATA[openid-1]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content><MsgId>1234567890123456</MsgId></xml>"
+        )
+    }
+
+    #[tokio::test]
+    async fn url_verification_echoes_only_with_the_right_signature() {
+        let signature = url_signature(TOKEN, "1410685589", "nonce");
+        let (status, body) = call(
+            Request::get(format!(
+                "/wechat?signature={signature}&timestamp=1410685589&nonce=nonce&echostr=hello"
+            ))
+            .body(Body::empty())
+            .expect("request"),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
+        let (status, _) = call(
+            Request::get("/wechat?signature=wrong&timestamp=1410685589&nonce=nonce&echostr=hello")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_message_gets_a_passive_text_reply() {
+        let signature = url_signature(TOKEN, "1700000000", "n1");
+        let (status, body) = call(
+            Request::post(format!(
+                "/wechat?signature={signature}&timestamp=1700000000&nonce=n1"
+            ))
+            .body(Body::from(text_message("洋芋叶子发黑")))
+            .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let reply = parse_message(body.as_bytes()).expect("reply parses");
+        assert_eq!(reply.to_user_name, "openid-1");
+        assert_eq!(reply.from_user_name, "gh_account");
+        assert_eq!(
+            reply.kind,
+            InboundKind::Text {
+                content: "答：洋芋叶子发黑".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_safe_mode_message_is_decrypted_and_answered_encrypted() {
+        let crypto = MessageCrypto::new(TOKEN, KEY, APP_ID).expect("crypto");
+        let encrypt = crypto.encrypt(&text_message("隔夜菜会致癌吗"));
+        let (timestamp, nonce) = ("1700000001", "n2");
+        let signature = url_signature(TOKEN, timestamp, nonce);
+        let msg_signature = crypto.msg_signature(timestamp, nonce, &encrypt);
+        let envelope = format!(
+            "<xml><ToUserName><![CDATA[gh_account]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        );
+        let (status, body) = call(
+            Request::post(format!(
+                "/wechat?signature={signature}&timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={msg_signature}"
+            ))
+            .body(Body::from(envelope.clone()))
+            .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let reply_envelope = parse_envelope(body.as_bytes()).expect("envelope");
+        let reply = crypto.decrypt(&reply_envelope.encrypt).expect("decrypts");
+        let reply = parse_message(reply.as_bytes()).expect("reply parses");
+        assert_eq!(
+            reply.kind,
+            InboundKind::Text {
+                content: "答：隔夜菜会致癌吗".into()
+            }
+        );
+
+        // A tampered msg_signature is refused.
+        let (status, _) = call(
+            Request::post(format!(
+                "/wechat?signature={signature}&timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature=0000"
+            ))
+            .body(Body::from(envelope))
+            .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_clear_errors() {
+        let signature = url_signature(TOKEN, "1", "n");
+        let url = format!("/wechat?signature={signature}&timestamp=1&nonce=n");
+        let cases: Vec<(Vec<u8>, StatusCode)> = vec![
+            (b"<xml><ToUserName>".to_vec(), StatusCode::BAD_REQUEST),
+            (vec![0xff, 0xfe, 0x00], StatusCode::BAD_REQUEST),
+            (
+                b"<xml><MsgType><![CDATA[text]]></MsgType></xml>".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                vec![b'a'; MAX_BODY_BYTES + 1],
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ];
+        for (body, expected) in cases {
+            let (status, _) = call(
+                Request::post(url.clone())
+                    .body(Body::from(body))
+                    .expect("request"),
+            )
+            .await;
+            assert_eq!(status, expected);
+        }
+        let (status, _) = call(
+            Request::post("/wechat?signature=bad&timestamp=1&nonce=n")
+                .body(Body::from(text_message("你好")))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
