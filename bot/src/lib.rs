@@ -13,6 +13,7 @@
 pub mod context;
 pub mod engine;
 pub mod http;
+pub mod intake;
 pub mod routing;
 pub mod safety;
 pub mod session;

@@ -9,12 +9,18 @@
 //! - [`store`]: the storage trait and its embedded and server implementations.
 //! - [`base`]: the knowledge base service tying them together.
 //! - [`import`]: JSONL, CSV and Markdown exchange formats.
+//! - [`listing`]: demand and capability listings, their life cycle and matching.
+//! - [`phrases`]: amounts, deadlines and phone numbers as people write them.
+//! - [`region`]: the province's cities and counties.
 
 pub mod base;
 pub mod dict;
 pub mod entry;
 pub mod import;
 pub mod lexical;
+pub mod listing;
+pub mod phrases;
+pub mod region;
 pub mod retrieval;
 pub mod store;
 pub mod text;

@@ -82,6 +82,9 @@ pub enum PromptError {
         /// What is wrong.
         message: String,
     },
+    /// No shipped file of this name.
+    #[error("no shipped prompt file {0}")]
+    Missing(String),
     /// The override directory could not be read.
     #[error("reading {path}: {source}")]
     Io {
@@ -318,6 +321,42 @@ pub fn sensitive_words(dir: Option<&Path>) -> Result<Vec<String>, PromptError> {
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(str::to_owned)
+        .collect())
+}
+
+const BUILTIN_INTAKE: &[(&str, &str)] = &[
+    ("fields.tsv", include_str!("../intake/fields.tsv")),
+    ("words.tsv", include_str!("../intake/words.tsv")),
+];
+
+/// The vocabulary of the filing conversation (`intake/fields.tsv`,
+/// `intake/words.tsv`): the shipped file, or `dir/<name>` when it exists.
+/// Lines are tab-separated with comma-separated word lists; `#` starts a
+/// comment line. Returns the non-comment lines split at tabs.
+pub fn intake_table(dir: Option<&Path>, name: &str) -> Result<Vec<Vec<String>>, PromptError> {
+    let builtin = BUILTIN_INTAKE
+        .iter()
+        .find(|(file, _)| *file == name)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| PromptError::Missing(format!("intake/{name}")))?;
+    let text = match dir.map(|d| d.join(name)) {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => builtin.to_owned(),
+            Err(source) => {
+                return Err(PromptError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        },
+        None => builtin.to_owned(),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .map(|line| line.split('\t').map(|f| f.trim().to_owned()).collect())
         .collect())
 }
 
