@@ -2,7 +2,8 @@
 # Starts the wenke server on the embedded default (everything in ./data, no
 # database server needed) with the demo knowledge base, doing its own setup:
 # fetches the pinned model, builds, and imports the demo entries (approved
-# as sample content; re-running skips unchanged entries).
+# as sample content; re-running skips unchanged entries) and the demo demand
+# and capability listings (re-running adds only new ones).
 # With arguments, runs that `wenke` command instead of the server, e.g.
 #   scripts/run.sh ask "洋芋叶子发黑咋个办"
 #   scripts/run.sh kb search "到温病用啥子药"
@@ -20,4 +21,6 @@ if [ "$#" -gt 0 ]; then
   exec "$wenke" "$@"
 fi
 "$wenke" kb import kb/demo/entries-*.jsonl --actor 示例编辑 --approve-as 示例审核
+"$wenke" listings import --kind capabilities kb/demo/capabilities.jsonl
+"$wenke" listings import --kind demands kb/demo/demands.jsonl
 exec "$wenke" serve

@@ -145,7 +145,7 @@ struct FollowUpCase {
     note: Option<String>,
 }
 
-fn read_lines<T: serde::de::DeserializeOwned>(files: &[PathBuf]) -> anyhow::Result<Vec<T>> {
+pub fn read_lines<T: serde::de::DeserializeOwned>(files: &[PathBuf]) -> anyhow::Result<Vec<T>> {
     let mut cases = Vec::new();
     for file in files {
         let text =

@@ -13,15 +13,16 @@
 //! comes from a [`PublishedEntry`], so no unpublished text can reach a user.
 
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embeddings::TextKind;
 use kb::entry::{Entry, EntryId};
+use kb::listing::{Demand, Filer, ListingBook, ListingError, NewClaim, StaffUpdate, mask_phones};
+use kb::region::Regions;
 use kb::{Decision, KnowledgeBase, PublishedEntry, SearchFilter, SearchOutcome};
 use parking_lot::RwLock;
 use prompts::Prompts;
-use regex::Regex;
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
@@ -31,6 +32,8 @@ use webhooks::message::{
 };
 
 use crate::context::{self, Vocabulary};
+use crate::intake::{Form, FormKind, IntakeContext, IntakeWords, Step};
+use crate::listings::{FormStore, Notices, SessionSerials};
 use crate::routing::{Route, RouteDecision, Router, RouterError, Signals};
 use crate::safety::SafetyFilter;
 use crate::session::{Choice, Session, SessionError, SessionStore, Topic};
@@ -43,6 +46,13 @@ const MAX_RELATED: usize = 3;
 /// Related questions shown under an answer must reach this confidence, so
 /// the list is about the same thing rather than whatever ranked next.
 const RELATED_MIN_CONFIDENCE: f32 = 0.05;
+/// A message routed to a technical demand with less confidence than this
+/// is answered as a question instead of opening a filing form.
+const FORM_MIN_CONFIDENCE: f32 = 0.05;
+/// Capabilities shown when a demand is filed.
+const MAX_MATCHES: usize = 3;
+/// A user's demands listed by "查询需求" without a number.
+const MAX_LISTED_DEMANDS: usize = 5;
 /// Example questions in the welcome text.
 const WELCOME_EXAMPLES: &[&str] = &["洋芋叶子发黑咋个办", "隔夜菜会致癌吗", "高温天气怎么防暑"];
 
@@ -99,6 +109,15 @@ pub enum EngineError {
     /// The model failed.
     #[error("embedding failed: {0}")]
     Embed(#[from] embeddings::EmbedError),
+    /// The listings failed.
+    #[error(transparent)]
+    Listing(#[from] ListingError),
+    /// The point store failed (forms, notices).
+    #[error(transparent)]
+    Store(#[from] kb::store::StoreError),
+    /// The intake vocabulary is unusable.
+    #[error("intake vocabulary: {0}")]
+    Intake(String),
 }
 
 impl From<EngineError> for HandlerError {
@@ -113,6 +132,7 @@ struct Editable {
     router: Router,
     safety: SafetyFilter,
     vocabulary: Vocabulary,
+    intake: IntakeWords,
 }
 
 /// What handling a message produced, before it becomes a [`Reply`] and a
@@ -173,14 +193,6 @@ fn command(normalised: &str) -> Option<Command> {
     }
 }
 
-static PHONE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(1[3-9]\d)\d{4}(\d{4})").expect("valid regex"));
-
-/// A text with mobile numbers masked (138****1234), for the turn log.
-pub fn mask_phones(text: &str) -> String {
-    PHONE.replace_all(text, "$1****$2").into_owned()
-}
-
 /// Words that mark typed feedback as negative.
 const NEGATIVE_FEEDBACK: &[&str] = &[
     "没用",
@@ -210,9 +222,49 @@ const NEGATIVE_FEEDBACK: &[&str] = &[
 const THANKS: &[&str] = &["谢", "感谢", "辛苦"];
 const FAREWELL: &[&str] = &["再见", "拜拜", "晚安", "再会", "下次"];
 
+/// Today in China, for reading relative deadlines.
+fn china_today() -> time::Date {
+    OffsetDateTime::now_utc().to_offset(CHINA).date()
+}
+
+fn china_day_of(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(china_day)
+        .unwrap_or_default()
+}
+
+/// Full-width letters and digits to half-width, as chat keyboards type
+/// them; nothing else changes (the analyzer's normalisation folds repeated
+/// characters, which would break phone numbers such as 13800012345).
+fn tidy(text: &str) -> String {
+    text.chars().map(kb::text::to_half_width).collect()
+}
+
+/// What a form has gathered, for the templates.
+fn form_summary(form: &Form) -> serde_json::Value {
+    let draft = &form.draft;
+    serde_json::json!({
+        "problem": draft.problem,
+        "title": draft.problem.as_deref().map(crate::intake::title_of),
+        "field": draft.field,
+        "budget": draft.budget.map(|b| b.describe()),
+        "deadline": draft.deadline.as_ref().map(|d| match d {
+            Some(deadline) => deadline.text.clone(),
+            None => "不限".to_owned(),
+        }),
+        "region": draft.city,
+        "county": draft.county,
+        "organisation": draft.organisation,
+        "contact_name": draft.contact_name,
+        "phone": draft.phone,
+    })
+}
+
+/// China Standard Time (no daylight saving).
+const CHINA: UtcOffset = time::macros::offset!(+8);
+
 fn china_day(at: OffsetDateTime) -> String {
-    let offset = UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC);
-    let local = at.to_offset(offset);
+    let local = at.to_offset(CHINA);
     format!(
         "{:04}-{:02}-{:02}",
         local.year(),
@@ -248,6 +300,9 @@ fn citation(entry: &Entry, confidence: f32) -> Citation {
 /// The conversation engine.
 pub struct Engine {
     kb: Arc<KnowledgeBase>,
+    listings: Arc<ListingBook>,
+    forms: FormStore,
+    notices: Notices,
     sessions: Arc<dyn SessionStore>,
     turns: TurnLog,
     config: EngineConfig,
@@ -288,8 +343,20 @@ impl Engine {
             });
         let example_cache = tokio::sync::Mutex::new(cache);
         let editable = Self::load_editable(&kb, &config, &example_cache).await?;
+        let listings = ListingBook::open(
+            kb.store(),
+            kb.embedder().clone(),
+            kb.analyzer(),
+            Arc::new(SessionSerials(Arc::clone(&sessions))),
+        )
+        .await?;
+        let forms = FormStore::open(kb.store()).await?;
+        let notices = Notices::open(kb.store()).await?;
         Ok(Self {
             kb,
+            listings: Arc::new(listings),
+            forms,
+            notices,
             sessions,
             turns,
             config,
@@ -342,11 +409,18 @@ impl Engine {
             cues,
         )?;
         let vocabulary = Vocabulary::from_kb(kb.vocabulary().await?);
+        let intake_dir = dir.map(|d| d.join("intake"));
+        let intake = IntakeWords::from_tables(
+            &prompts::intake_table(intake_dir.as_deref(), "fields.tsv")?,
+            &prompts::intake_table(intake_dir.as_deref(), "words.tsv")?,
+        )
+        .map_err(EngineError::Intake)?;
         Ok(Editable {
             prompts,
             router,
             safety,
             vocabulary,
+            intake,
         })
     }
 
@@ -385,6 +459,64 @@ impl Engine {
     /// The knowledge base.
     pub fn kb(&self) -> &Arc<KnowledgeBase> {
         &self.kb
+    }
+
+    /// The demand and capability listings.
+    pub fn listings(&self) -> &Arc<ListingBook> {
+        &self.listings
+    }
+
+    /// Notices waiting for users.
+    pub fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
+    /// Records a claim (揭榜) of a demand and tells the demand's filer.
+    pub async fn claim_demand(&self, number: &str, claim: NewClaim) -> Result<Demand, EngineError> {
+        let before = self.listings.demand(number).await?;
+        let demand = self.listings.claim(number, claim).await?;
+        let is_new = before.is_none_or(|b| b.claims.len() < demand.claims.len());
+        if is_new && let (Some(filer), Some(claim)) = (&demand.filed_by, demand.claims.last()) {
+            let prompts = Arc::clone(&self.editable.read());
+            let text = prompts.prompts.render(
+                "demand_claimed.j2",
+                serde_json::json!({
+                    "number": demand.number,
+                    "title": demand.content.title,
+                    "capability": claim.capability_name,
+                    "note": claim.note,
+                }),
+            )?;
+            self.notices.push(&filer.user, text).await?;
+        }
+        Ok(demand)
+    }
+
+    /// Applies a staff member's change to a demand (一单一策) and tells the
+    /// demand's filer what changed.
+    pub async fn update_demand(
+        &self,
+        number: &str,
+        update: StaffUpdate,
+        actor: &str,
+    ) -> Result<Demand, EngineError> {
+        let before = self.listings.demand(number).await?;
+        let demand = self.listings.update_demand(number, update, actor).await?;
+        let logged = before.is_none_or(|b| b.log.len() < demand.log.len());
+        if logged && let (Some(filer), Some(line)) = (&demand.filed_by, demand.last_log()) {
+            let prompts = Arc::clone(&self.editable.read());
+            let text = prompts.prompts.render(
+                "demand_updated.j2",
+                serde_json::json!({
+                    "number": demand.number,
+                    "status": demand.status.as_str(),
+                    "staff": demand.staff,
+                    "text": line.text,
+                }),
+            )?;
+            self.notices.push(&filer.user, text).await?;
+        }
+        Ok(demand)
     }
 
     /// The session store.
@@ -448,6 +580,10 @@ impl Engine {
         if !matches!(message.content, Content::Unsubscribe) {
             self.sessions.save(&message.user, &turn.session).await?;
         }
+        let mut handled = handled;
+        if allowed && !matches!(message.content, Content::Unsubscribe) {
+            self.deliver_notices(&message.user, &mut handled).await?;
+        }
         let kind = handled.kind.unwrap_or(ReplyKind::Notice);
         let reply = Reply {
             turn_id: turn.id.clone(),
@@ -491,6 +627,26 @@ impl Engine {
         );
         self.turns.record(record).await?;
         Ok(reply)
+    }
+
+    /// Puts the user's waiting notices (a claim of their demand, a status
+    /// change) before the reply, and marks them delivered.
+    async fn deliver_notices(
+        &self,
+        user: &UserKey,
+        handled: &mut Handled,
+    ) -> Result<(), EngineError> {
+        let pending = self.notices.pending(&user.storage_key()).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids = pending.iter().map(|n| n.id).collect();
+        let blocks = pending
+            .into_iter()
+            .map(|notice| Block::new(BlockRole::Body, notice.text));
+        handled.blocks.splice(0..0, blocks);
+        self.notices.delivered(ids).await?;
+        Ok(())
     }
 
     /// Handles a message by its kind; returns what was done and the text to log.
@@ -551,11 +707,10 @@ impl Engine {
                 "HUMAN" => {
                     Handled::notice(ReplyKind::Human, "human", prompts.render("human.j2", ())?)
                 }
-                "DEMAND" => Handled::notice(
-                    ReplyKind::Demand,
-                    "tech_demand",
-                    prompts.render("demand_ack.j2", ())?,
-                ),
+                "DEMAND" => {
+                    self.start_form(FormKind::Demand, "", turn, editable)
+                        .await?
+                }
                 _ => Handled::notice(
                     ReplyKind::Notice,
                     "menu",
@@ -600,6 +755,12 @@ impl Engine {
                 prompts.render("refused.j2", ())?,
             ));
         }
+        if let Some(form) = self.forms.load(turn.user).await? {
+            let wants_person = Router::by_rule(normalised).is_some_and(|d| d.route == Route::Human);
+            if !wants_person {
+                return self.continue_form(form, text, turn, editable).await;
+            }
+        }
         match command(normalised) {
             Some(Command::Detail) => return self.detail(turn, prompts).await,
             Some(Command::NotifyMe) => return self.notify_me(turn, prompts).await,
@@ -626,16 +787,20 @@ impl Engine {
                 self.choose(decision.choice.unwrap_or(0), turn, editable)
                     .await?
             }
-            Route::TechDemand => Handled::notice(
-                ReplyKind::Demand,
-                "tech_demand",
-                prompts.render("demand_ack.j2", ())?,
-            ),
-            Route::CapabilityOffer => Handled::notice(
-                ReplyKind::Demand,
-                "capability_offer",
-                prompts.render("capability_ack.j2", ())?,
-            ),
+            Route::TechDemand if decision.confidence < FORM_MIN_CONFIDENCE => {
+                // Barely a demand ("家里天然气泄漏了第一步该干啥" came close):
+                // answering costs nothing, a form the user did not want does.
+                self.answer_question(&query.rewritten, turn, editable)
+                    .await?
+            }
+            Route::TechDemand => {
+                self.start_form(FormKind::Demand, text, turn, editable)
+                    .await?
+            }
+            Route::CapabilityOffer => {
+                self.start_form(FormKind::Capability, text, turn, editable)
+                    .await?
+            }
             Route::Greeting => {
                 let thanks = THANKS.iter().any(|w| normalised.contains(w));
                 let farewell = FAREWELL.iter().any(|w| normalised.contains(w));
@@ -653,18 +818,248 @@ impl Engine {
                 Handled::notice(ReplyKind::Human, "human", prompts.render("human.j2", ())?)
             }
             Route::Feedback => self.typed_feedback(normalised, turn, prompts).await?,
-            Route::DemandStatus => Handled::notice(
-                ReplyKind::Status,
-                "demand_status",
-                prompts.render(
-                    "demand_status.j2",
-                    serde_json::json!({ "number": decision.demand_number }),
-                )?,
-            ),
+            Route::DemandStatus => {
+                self.demand_status(decision.demand_number.as_deref(), turn, prompts)
+                    .await?
+            }
         };
         handled.route = decision.route.as_str().to_owned();
         handled.route_confidence = decision.confidence;
         Ok(handled)
+    }
+
+    fn intake_context<'a>(editable: &'a Editable, today: time::Date) -> IntakeContext<'a> {
+        IntakeContext {
+            words: &editable.intake,
+            regions: Regions::builtin(),
+            today,
+        }
+    }
+
+    /// Opens a filing form from the message that asked for it.
+    async fn start_form(
+        &self,
+        kind: FormKind,
+        text: &str,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let context = Self::intake_context(editable, china_today());
+        let (form, step) = Form::start(Uuid::now_v7().to_string(), kind, &tidy(text), &context);
+        self.after_step(form, step, turn, editable).await
+    }
+
+    async fn continue_form(
+        &self,
+        mut form: Form,
+        text: &str,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let context = Self::intake_context(editable, china_today());
+        let step = form.answer(&tidy(text), &context);
+        self.after_step(form, step, turn, editable).await
+    }
+
+    /// Keeps or ends the form after a step and renders what it asks for.
+    async fn after_step(
+        &self,
+        form: Form,
+        step: Step,
+        turn: &mut Turn<'_>,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
+        let prompts = &editable.prompts;
+        let route = match form.kind {
+            FormKind::Demand => "tech_demand",
+            FormKind::Capability => "capability_offer",
+        };
+        let kind = match form.kind {
+            FormKind::Demand => "demand",
+            FormKind::Capability => "capability",
+        };
+        let summary = form_summary(&form);
+        let mut handled = match step {
+            Step::Ask {
+                slot,
+                retry,
+                corrected,
+            } => {
+                self.forms.save(turn.user, &form).await?;
+                let text = prompts.render(
+                    "intake_ask.j2",
+                    serde_json::json!({
+                        "kind": kind,
+                        "slot": slot.as_str(),
+                        "retry": retry.map(|r| r.as_str()),
+                        "corrected": corrected,
+                        "first": form.turns == 1,
+                        "fields": editable.intake.field_names(),
+                        "draft": summary,
+                    }),
+                )?;
+                let mut handled = Handled::notice(ReplyKind::Demand, route, text);
+                handled.quick_replies = vec![QuickReply::new("取消", "取消")];
+                handled
+            }
+            Step::Confirm { changed } => {
+                self.forms.save(turn.user, &form).await?;
+                let text = prompts.render(
+                    "intake_summary.j2",
+                    serde_json::json!({ "kind": kind, "changed": changed, "draft": summary }),
+                )?;
+                let mut handled = Handled::notice(ReplyKind::Demand, route, text);
+                handled.quick_replies = vec![
+                    QuickReply::new("确认提交", "确认"),
+                    QuickReply::new("取消", "取消"),
+                ];
+                handled
+            }
+            Step::Cancelled => {
+                self.forms.clear(turn.user).await?;
+                Handled::notice(
+                    ReplyKind::Demand,
+                    route,
+                    prompts.render("intake_cancelled.j2", serde_json::json!({ "kind": kind }))?,
+                )
+            }
+            Step::File => {
+                let handled = self.file_form(&form, turn, prompts).await?;
+                self.forms.clear(turn.user).await?;
+                handled
+            }
+        };
+        handled.route = route.to_owned();
+        handled.route_confidence = 1.0;
+        Ok(handled)
+    }
+
+    /// Files the listing a confirmed form describes. The listing's id comes
+    /// from the form's, so filing again (a crash before the form was
+    /// cleared) returns the listing filed the first time.
+    async fn file_form(
+        &self,
+        form: &Form,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let filer = Filer {
+            channel: turn.user.channel.as_str().to_owned(),
+            user: turn.user.storage_key(),
+        };
+        match form.kind {
+            FormKind::Demand => {
+                let Some(content) = form.demand() else {
+                    return Err(EngineError::Intake("confirmed form is incomplete".into()));
+                };
+                let demand = self
+                    .listings
+                    .file_demand(&form.id, content, Some(filer))
+                    .await?;
+                let matches = self.listings.matches(&demand.content, MAX_MATCHES).await?;
+                let shown: Vec<serde_json::Value> = matches
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "capability": m.capability.public_view(),
+                            "reasons": m.reasons,
+                        })
+                    })
+                    .collect();
+                tracing::info!(turn = turn.id, number = demand.number, "demand filed");
+                let text = prompts.render(
+                    "demand_filed.j2",
+                    serde_json::json!({
+                        "number": demand.number,
+                        "status": demand.status.as_str(),
+                        "matches": shown,
+                    }),
+                )?;
+                let mut handled = Handled::notice(ReplyKind::Demand, "tech_demand", text);
+                handled.quick_replies = vec![QuickReply::new(
+                    "查询进度",
+                    format!("查询需求 {}", demand.number),
+                )];
+                Ok(handled)
+            }
+            FormKind::Capability => {
+                let Some(content) = form.capability() else {
+                    return Err(EngineError::Intake("confirmed form is incomplete".into()));
+                };
+                let (capability, _) = self
+                    .listings
+                    .offer_capability(&form.id, content, Some(filer), None)
+                    .await?;
+                tracing::info!(
+                    turn = turn.id,
+                    number = capability.number,
+                    "capability listed"
+                );
+                let text = prompts.render(
+                    "capability_filed.j2",
+                    serde_json::json!({ "number": capability.number }),
+                )?;
+                Ok(Handled::notice(ReplyKind::Demand, "capability_offer", text))
+            }
+        }
+    }
+
+    /// "查询需求 XQ-…": the status, the staff member and the last log line,
+    /// to the user who filed it only; anyone else hears it was not found,
+    /// so numbers cannot be probed. Without a number: the user's demands.
+    async fn demand_status(
+        &self,
+        number: Option<&str>,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let user = turn.user.storage_key();
+        let context = match number {
+            Some(number) => {
+                let demand = self
+                    .listings
+                    .demand(number)
+                    .await?
+                    .filter(|d| d.filed_by.as_ref().is_some_and(|f| f.user == user));
+                match demand {
+                    Some(demand) => serde_json::json!({
+                        "number": demand.number,
+                        "found": true,
+                        "title": demand.content.title,
+                        "status": demand.status.as_str(),
+                        "staff": demand.staff,
+                        "claims": demand.claims.len(),
+                        "last": demand.last_log().map(|line| serde_json::json!({
+                            "text": line.text,
+                            "day": china_day_of(line.at),
+                        })),
+                    }),
+                    None => serde_json::json!({ "number": number, "found": false }),
+                }
+            }
+            None => {
+                let mine: Vec<serde_json::Value> = self
+                    .listings
+                    .demands(None, Some(&user))
+                    .await?
+                    .iter()
+                    .take(MAX_LISTED_DEMANDS)
+                    .map(|d| {
+                        serde_json::json!({
+                            "number": d.number,
+                            "title": d.content.title,
+                            "status": d.status.as_str(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "number": null, "mine": mine })
+            }
+        };
+        Ok(Handled::notice(
+            ReplyKind::Status,
+            "demand_status",
+            prompts.render("demand_status.j2", context)?,
+        ))
     }
 
     async fn answer_question(

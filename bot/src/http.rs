@@ -1,8 +1,8 @@
 //! The HTTP surface over the engine, as used by `wenke serve`.
 //!
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
-//! from `webhooks::web`), `GET /healthz`, and the configured channels
-//! (`/wechat`). Every request gets an
+//! from `webhooks::web`), `GET /healthz`, the listings API
+//! ([`crate::listings_http`]) and the configured channels (`/wechat`). Every request gets an
 //! `x-request-id` (kept when the client sends one) that appears in the
 //! request's log lines. Editable texts are watched: a change under the
 //! prompts directory is picked up within seconds, without a restart.
@@ -36,24 +36,30 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
     .into_response()
 }
 
-/// Which channels to serve besides the web chat; an unconfigured channel's
-/// path answers 404.
+/// What to serve besides the web chat and the public listings; an
+/// unconfigured channel's path, and the staff API without a token, answer 404.
 #[derive(Debug, Clone, Default)]
-pub struct Channels {
+pub struct HttpConfig {
     /// The WeChat Official Account, at `/wechat`.
     pub wechat: Option<webhooks::wechat::account::AccountConfig>,
+    /// The bearer token of the staff API (`/api/staff/*`).
+    pub staff_token: Option<String>,
 }
 
 /// The whole HTTP surface, separate from the listener so tests can drive it.
 pub fn router(
     engine: Arc<Engine>,
-    channels: &Channels,
+    channels: &HttpConfig,
 ) -> Result<Router, webhooks::wechat::crypto::CryptoError> {
     let handler: Arc<dyn Handler> = engine.clone();
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .with_state(engine)
+        .with_state(Arc::clone(&engine))
+        .merge(crate::listings_http::router(
+            engine,
+            channels.staff_token.clone(),
+        ))
         .merge(webhooks::web::router(Arc::clone(&handler)));
     if let Some(config) = &channels.wechat {
         app = app.merge(webhooks::wechat::account::router(

@@ -9,11 +9,16 @@
 //! - [`safety`]: the sensitive-word filter.
 //! - [`turns`]: the durable turn log.
 //! - [`http`]: the HTTP surface (web chat, API, health).
+//! - [`intake`]: the filing conversation of demands and capabilities.
+//! - [`listings`]: forms in progress, notices, listing serial numbers.
+//! - [`listings_http`]: the listings API, public and staff.
 
 pub mod context;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod listings;
+pub mod listings_http;
 pub mod routing;
 pub mod safety;
 pub mod session;

@@ -5,6 +5,7 @@ mod bench_chat;
 mod bench_kb;
 mod chat_cli;
 mod kb_cli;
+mod listings_cli;
 mod serve;
 
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ enum Command {
         /// waits for WeChat's retry.
         #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
         wechat_reply_budget_ms: u64,
+        /// Bearer token of the staff API (`/api/staff/*`: listings in full,
+        /// status changes, claims); the staff API is off without one.
+        #[arg(long, env = "WENKE_STAFF_TOKEN", hide_env_values = true)]
+        staff_token: Option<String>,
     },
     /// Answers one question as the bot would and prints the reply.
     Ask {
@@ -69,6 +74,9 @@ enum Command {
     /// The knowledge base: import, export, editorial workflow, search.
     #[command(subcommand)]
     Kb(kb_cli::KbCommand),
+    /// Demand and capability listings: import, list, match, update, claim.
+    #[command(subcommand)]
+    Listings(listings_cli::ListingsCommand),
     /// Quality on labelled data: retrieval (`{"question", "expected"}` per
     /// line), routing (`--routes`, `{"text", "route"}`) or multi-turn
     /// follow-ups (`--followups`, `{"turns", "expected_topic"}`).
@@ -77,11 +85,15 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The files hold routing cases.
-        #[arg(long, conflicts_with = "followups")]
+        #[arg(long, conflicts_with_all = ["followups", "matching"])]
         routes: bool,
         /// The files hold follow-up conversations.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "matching")]
         followups: bool,
+        /// The files hold matching cases (`{"demand", "region", "field",
+        /// "expected"}`); reports recall@5 over the imported capabilities.
+        #[arg(long)]
+        matching: bool,
         /// Writes each question's ranked features here, for refitting the calibration.
         #[arg(long)]
         features: Option<PathBuf>,
@@ -178,8 +190,9 @@ fn main() -> anyhow::Result<()> {
             wechat_aes_key,
             wechat_appid,
             wechat_reply_budget_ms,
+            staff_token,
         } => runtime()?.block_on(async {
-            let channels = bot::http::Channels {
+            let channels = bot::http::HttpConfig {
                 wechat: wechat_token.filter(|t| !t.is_empty()).map(|token| {
                     webhooks::wechat::account::AccountConfig {
                         token,
@@ -188,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                         reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
                     }
                 }),
+                staff_token: staff_token.filter(|t| !t.is_empty()),
             };
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
             serve::serve(engine, addr, cli.engine.prompts_dir(), channels).await
@@ -213,6 +227,25 @@ fn main() -> anyhow::Result<()> {
             let code = runtime()?.block_on(async {
                 let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
                 chat_cli::eval_routes(&engine, &files, show_misses).await
+            })?;
+            std::process::exit(code);
+        }
+        Command::Listings(command) => {
+            let code = runtime()?.block_on(async {
+                let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+                listings_cli::run(&engine, command).await
+            })?;
+            std::process::exit(code);
+        }
+        Command::Eval {
+            files,
+            matching: true,
+            show_misses,
+            ..
+        } => {
+            let code = runtime()?.block_on(async {
+                let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+                listings_cli::eval_matching(&engine, &files, show_misses).await
             })?;
             std::process::exit(code);
         }

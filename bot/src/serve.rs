@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bot::Engine;
-use bot::http::{Channels, router, watch_prompts};
+use bot::http::{HttpConfig, router, watch_prompts};
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub async fn serve(
     engine: Arc<Engine>,
     addr: SocketAddr,
     prompts_dir: Option<PathBuf>,
-    channels: Channels,
+    channels: HttpConfig,
 ) -> anyhow::Result<()> {
     let app = router(Arc::clone(&engine), &channels)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -12,6 +12,7 @@
 //! writing again, so this is accepted rather than locked against.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -115,6 +116,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The value stored under `key`, if it has not expired.
     async fn get(&self, key: &str) -> Result<Option<String>, SessionError>;
+
+    /// The next value of the counter `key`, and at least `floor + 1`;
+    /// never the same value twice for one store. Counters do not expire.
+    async fn next_serial(&self, key: &str, floor: u64) -> Result<u64, SessionError>;
 }
 
 fn session_key(user: &UserKey) -> String {
@@ -147,6 +152,7 @@ struct Slot {
 pub struct MemorySessionStore {
     slots: Mutex<HashMap<String, Slot>>,
     counters: Mutex<HashMap<String, (u32, Instant)>>,
+    serials: Mutex<HashMap<String, u64>>,
     writes: std::sync::atomic::AtomicU64,
 }
 
@@ -250,6 +256,13 @@ impl SessionStore for MemorySessionStore {
 
     async fn get(&self, key: &str) -> Result<Option<String>, SessionError> {
         Ok(self.value(key))
+    }
+
+    async fn next_serial(&self, key: &str, floor: u64) -> Result<u64, SessionError> {
+        let mut serials = self.serials.lock();
+        let last = serials.entry(key.to_owned()).or_insert(0);
+        *last = (*last).max(floor) + 1;
+        Ok(*last)
     }
 }
 
@@ -372,6 +385,28 @@ impl SessionStore for RedisSessionStore {
     async fn get(&self, key: &str) -> Result<Option<String>, SessionError> {
         Ok(self.connection.clone().get(self.key(key)).await?)
     }
+
+    async fn next_serial(&self, key: &str, floor: u64) -> Result<u64, SessionError> {
+        // One atomic step: count up, and jump above the floor if the
+        // counter is behind what is stored (a fresh or restored Redis).
+        static NEXT: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                r"local v = redis.call('INCR', KEYS[1])
+                  local floor = tonumber(ARGV[1])
+                  if v <= floor then
+                    v = floor + 1
+                    redis.call('SET', KEYS[1], v)
+                  end
+                  return v",
+            )
+        });
+        let value: u64 = NEXT
+            .key(self.key(key))
+            .arg(floor)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(value)
+    }
 }
 
 #[cfg(test)]
@@ -448,6 +483,17 @@ mod tests {
             store.get(&value_key).await.expect("get").as_deref(),
             Some("回复")
         );
+
+        let serial_key = format!("serial:{}", uuid::Uuid::new_v4());
+        assert_eq!(store.next_serial(&serial_key, 0).await.expect("serial"), 1);
+        assert_eq!(store.next_serial(&serial_key, 0).await.expect("serial"), 2);
+        // A floor above the counter (numbers stored before the counter
+        // existed) moves it up; one below is ignored.
+        assert_eq!(
+            store.next_serial(&serial_key, 40).await.expect("serial"),
+            41
+        );
+        assert_eq!(store.next_serial(&serial_key, 5).await.expect("serial"), 42);
     }
 
     #[tokio::test]

@@ -494,6 +494,9 @@ pub enum ListingError {
     /// A field is missing or malformed.
     #[error("invalid listing: {0}")]
     Invalid(String),
+    /// The serial-number counter could not be reached.
+    #[error("serial counter unavailable: {0}")]
+    Serials(String),
 }
 
 impl From<StoreError> for ListingError {
@@ -1255,6 +1258,190 @@ impl ListingBook {
                     .map_err(|e| corrupt("demands", id, e))
             })
             .collect()
+    }
+}
+
+/// Which kind of listing a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingKind {
+    /// Demand listings.
+    Demands,
+    /// Capability listings.
+    Capabilities,
+}
+
+/// What an import of listings did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListingImportReport {
+    /// Listings added.
+    pub added: usize,
+    /// Rows whose key was already imported (kept as they are).
+    pub kept: usize,
+    /// Rows rejected: line number and why. Other rows are still imported.
+    pub errors: Vec<(usize, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DemandRow {
+    external_key: String,
+    title: String,
+    field: String,
+    problem: String,
+    #[serde(default)]
+    desired_outcome: Option<String>,
+    #[serde(default)]
+    budget: Option<String>,
+    #[serde(default)]
+    deadline: Option<String>,
+    region: String,
+    organisation: String,
+    contact_name: String,
+    phone: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CapabilityRow {
+    external_key: String,
+    name: String,
+    #[serde(default)]
+    kind: Option<String>,
+    organisation: String,
+    fields: Vec<String>,
+    skills: String,
+    #[serde(default)]
+    achievements: String,
+    region: String,
+    contact_name: String,
+    phone: String,
+    #[serde(default)]
+    availability: String,
+}
+
+fn demand_from_row(row: DemandRow) -> Result<(String, DemandContent, DemandStatus), String> {
+    let budget = match row.budget.as_deref().map(str::trim) {
+        None | Some("") => Budget::default(),
+        Some(text) => crate::phrases::read_budget(text, true)
+            .map(|reading| reading.budget)
+            .ok_or_else(|| format!("budget {text:?} is not an amount"))?,
+    };
+    let deadline = match row.deadline.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            let by = Date::parse(text, &format)
+                .map_err(|_| format!("deadline {text:?} is not YYYY-MM-DD"))?;
+            Some(Deadline {
+                text: text.to_owned(),
+                by: Some(by),
+            })
+        }
+    };
+    let regions = crate::region::Regions::builtin();
+    let place = regions.find(&row.region).ok_or_else(|| {
+        format!(
+            "region {:?} is not a city or county of the province",
+            row.region
+        )
+    })?;
+    let status = match row.status.as_deref() {
+        None => DemandStatus::Published,
+        Some(name) => {
+            DemandStatus::parse(name).ok_or_else(|| format!("unknown status {name:?}"))?
+        }
+    };
+    Ok((
+        row.external_key,
+        DemandContent {
+            title: row.title,
+            field: row.field,
+            problem: row.problem,
+            desired_outcome: row.desired_outcome,
+            budget,
+            deadline,
+            region: place.city,
+            county: place.county,
+            organisation: row.organisation,
+            contact: Contact {
+                name: row.contact_name,
+                phone: row.phone,
+            },
+        },
+        status,
+    ))
+}
+
+impl ListingBook {
+    /// Imports listings from JSONL (the format of `kb/demo/demands.jsonl`
+    /// and `kb/demo/capabilities.jsonl`). Rows are keyed by `external_key`:
+    /// importing a file again adds only new rows. A bad row is reported
+    /// with its line number and does not stop the others.
+    pub async fn import_jsonl(
+        &self,
+        kind: ListingKind,
+        text: &str,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<ListingImportReport, ListingError> {
+        let rows: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim()))
+            .filter(|(_, line)| !line.is_empty())
+            .collect();
+        let mut report = ListingImportReport::default();
+        for (done, (line_number, line)) in rows.iter().enumerate() {
+            progress(done, rows.len());
+            let outcome = match kind {
+                ListingKind::Demands => self.import_demand_line(line).await,
+                ListingKind::Capabilities => self.import_capability_line(line).await,
+            };
+            match outcome {
+                Ok(true) => report.added += 1,
+                Ok(false) => report.kept += 1,
+                Err(ListingError::Invalid(message)) => report.errors.push((*line_number, message)),
+                Err(other) => return Err(other),
+            }
+        }
+        progress(rows.len(), rows.len());
+        Ok(report)
+    }
+
+    async fn import_demand_line(&self, line: &str) -> Result<bool, ListingError> {
+        let row: DemandRow =
+            serde_json::from_str(line).map_err(|e| ListingError::Invalid(e.to_string()))?;
+        let (key, content, status) = demand_from_row(row).map_err(ListingError::Invalid)?;
+        let (_, added) = self.import_demand(&key, content, status).await?;
+        Ok(added)
+    }
+
+    async fn import_capability_line(&self, line: &str) -> Result<bool, ListingError> {
+        let row: CapabilityRow =
+            serde_json::from_str(line).map_err(|e| ListingError::Invalid(e.to_string()))?;
+        let place = crate::region::Regions::builtin()
+            .find(&row.region)
+            .ok_or_else(|| {
+                ListingError::Invalid(format!("region {:?} is not in the province", row.region))
+            })?;
+        let content = CapabilityContent {
+            name: row.name,
+            kind: row.kind.unwrap_or_else(|| "专家".to_owned()),
+            organisation: row.organisation,
+            fields: row.fields,
+            skills: row.skills,
+            achievements: row.achievements,
+            region: place.city,
+            contact: Contact {
+                name: row.contact_name,
+                phone: row.phone,
+            },
+            availability: row.availability,
+        };
+        let origin = format!("import:{}", row.external_key);
+        let (_, added) = self
+            .offer_capability(&origin, content, None, Some(row.external_key))
+            .await?;
+        Ok(added)
     }
 }
 

@@ -541,14 +541,17 @@ mod tests {
     use super::*;
     use time::macros::date;
 
-    fn budget(text: &str, asked: bool) -> Option<(Option<u64>, Option<u64>, bool)> {
+    /// Minimum, maximum, negotiable.
+    type Read = (Option<u64>, Option<u64>, bool);
+
+    fn budget(text: &str, asked: bool) -> Option<Read> {
         read_budget(text, asked)
             .map(|r| (r.budget.min_yuan, r.budget.max_yuan, r.budget.negotiable))
     }
 
     #[test]
     fn budgets_are_read_in_every_usual_form() {
-        let cases: &[(&str, bool, Option<(Option<u64>, Option<u64>, bool)>)] = &[
+        let cases: &[(&str, bool, Option<Read>)] = &[
             (
                 "预算20万左右，三个月内解决",
                 false,

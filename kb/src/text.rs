@@ -44,7 +44,8 @@ pub fn normalise(text: &str) -> String {
     out.trim().to_owned()
 }
 
-fn to_half_width(c: char) -> char {
+/// Full-width ASCII and the ideographic space to their half-width forms.
+pub fn to_half_width(c: char) -> char {
     match c {
         '\u{3000}' => ' ',
         '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),

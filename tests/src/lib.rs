@@ -88,13 +88,13 @@ pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine
 /// Serves the engine's HTTP surface on a free loopback port, on the
 /// current runtime, until the runtime stops.
 pub async fn serve(engine: Arc<Engine>) -> anyhow::Result<SocketAddr> {
-    serve_with(engine, &bot::http::Channels::default()).await
+    serve_with(engine, &bot::http::HttpConfig::default()).await
 }
 
 /// [`serve`] with channels configured.
 pub async fn serve_with(
     engine: Arc<Engine>,
-    channels: &bot::http::Channels,
+    channels: &bot::http::HttpConfig,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

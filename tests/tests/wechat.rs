@@ -23,13 +23,14 @@ fn message(openid: &str, msg_id: u64, text: &str) -> String {
 async fn safe_mode_answers_and_retries_are_handled_once() -> anyhow::Result<()> {
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    let channels = bot::http::Channels {
+    let channels = bot::http::HttpConfig {
         wechat: Some(AccountConfig {
             token: TOKEN.into(),
             encoding_aes_key: Some(KEY.into()),
             app_id: APP_ID.into(),
             reply_budget: Duration::from_secs(4),
         }),
+        ..Default::default()
     };
     let addr = tests::serve_with(engine.clone(), &channels).await?;
     let crypto = MessageCrypto::new(TOKEN, KEY, APP_ID)?;
