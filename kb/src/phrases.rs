@@ -677,4 +677,26 @@ mod tests {
         );
         assert!(read_phones("预算20万").is_empty());
     }
+
+    proptest::proptest! {
+        /// Any range written "A到B万" reads back as A万–B万, and any single
+        /// amount "A万左右" as A万 at both ends.
+        #[test]
+        fn written_ranges_read_back(low in 1u64..500, extra in 0u64..500) {
+            let high = low + extra;
+            let range = read_budget(&format!("预算{low}到{high}万"), false).map(|r| r.budget);
+            proptest::prop_assert_eq!(range.and_then(|b| b.min_yuan), Some(low * 10_000));
+            proptest::prop_assert_eq!(range.and_then(|b| b.max_yuan), Some(high * 10_000));
+            let point = read_budget(&format!("{low}万左右"), true).map(|r| r.budget);
+            proptest::prop_assert_eq!(point.and_then(|b| b.min_yuan), point.and_then(|b| b.max_yuan));
+        }
+
+        /// A mobile number anywhere in a text never survives masking.
+        #[test]
+        fn masking_hides_every_mobile(prefix in "[\\p{Han}a-z ]{0,12}", tail in 0u64..100_000_000, suffix in "[\\p{Han}a-z ]{0,12}") {
+            let phone = format!("138{tail:08}");
+            let masked = crate::listing::mask_phones(&format!("{prefix}{phone}{suffix}"));
+            proptest::prop_assert!(!masked.contains(&phone), "{}", masked);
+        }
+    }
 }
