@@ -1170,6 +1170,13 @@ impl ListingBook {
                     .total_cmp(&self.analyzer.word_weight(a))
                     .then(b.chars().count().cmp(&a.chars().count()))
             });
+            // 溃疡 says nothing 溃疡病 does not.
+            let longer = shared_terms.clone();
+            shared_terms.retain(|term| {
+                !longer
+                    .iter()
+                    .any(|other| other != term && other.contains(term.as_str()))
+            });
             shared_terms.truncate(5);
             let same_field =
                 !content.field.is_empty() && capability.content.fields.contains(&content.field);
