@@ -27,8 +27,8 @@ use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 use webhooks::message::{
-    Block, BlockRole, Citation, Content, Handler, HandlerError, Incoming, QuickReply, Rating,
-    Reply, ReplyKind, UserKey,
+    Block, BlockRole, Channel, Citation, Content, Handler, HandlerError, Incoming, Push,
+    QuickReply, Rating, Reply, ReplyKind, UserKey,
 };
 
 use crate::context::{self, Vocabulary};
@@ -300,6 +300,8 @@ fn citation(entry: &Entry, confidence: f32) -> Citation {
 /// The conversation engine.
 pub struct Engine {
     kb: Arc<KnowledgeBase>,
+    /// Channels that can message a user outside a reply.
+    pushers: RwLock<std::collections::HashMap<Channel, Arc<dyn Push>>>,
     listings: Arc<ListingBook>,
     forms: FormStore,
     notices: Notices,
@@ -354,6 +356,7 @@ impl Engine {
         let notices = Notices::open(kb.store()).await?;
         Ok(Self {
             kb,
+            pushers: RwLock::default(),
             listings: Arc::new(listings),
             forms,
             notices,
@@ -487,7 +490,7 @@ impl Engine {
                     "note": claim.note,
                 }),
             )?;
-            self.notices.push(&filer.user, text).await?;
+            self.notify(&filer.user, text).await?;
         }
         Ok(demand)
     }
@@ -514,9 +517,42 @@ impl Engine {
                     "text": line.text,
                 }),
             )?;
-            self.notices.push(&filer.user, text).await?;
+            self.notify(&filer.user, text).await?;
         }
         Ok(demand)
+    }
+
+    /// Lets the engine message users of `channel` outside a reply.
+    pub fn register_push(&self, channel: Channel, push: Arc<dyn Push>) {
+        self.pushers.write().insert(channel, push);
+    }
+
+    /// Renders one of the editable templates (for channel texts such as the
+    /// WeChat interim reply).
+    pub fn render(&self, template: &str, context: impl Serialize) -> Result<String, EngineError> {
+        let editable = Arc::clone(&self.editable.read());
+        Ok(editable.prompts.render(template, context)?)
+    }
+
+    /// Tells a user something outside a reply: pushed at once where the
+    /// channel can, else (or when the push fails) kept as a notice for the
+    /// user's next reply.
+    async fn notify(&self, user_key: &str, text: String) -> Result<(), EngineError> {
+        let notice = self.notices.push(user_key, text.clone()).await?;
+        let Some(user) = UserKey::from_storage_key(user_key) else {
+            return Ok(());
+        };
+        let pusher = self.pushers.read().get(&user.channel).cloned();
+        let Some(pusher) = pusher else {
+            return Ok(());
+        };
+        match pusher.push(&user, &text).await {
+            Ok(()) => self.notices.delivered(vec![notice.id]).await?,
+            Err(error) => {
+                tracing::info!(%error, user = user_key, "notice kept for the next contact");
+            }
+        }
+        Ok(())
     }
 
     /// The session store.
@@ -1515,5 +1551,15 @@ impl Handler for Engine {
             Err(TurnLogError::NotFound(id)) => Err(HandlerError::Invalid(format!("no turn {id}"))),
             Err(e) => Err(HandlerError::Unavailable(e.to_string())),
         }
+    }
+
+    async fn undelivered(&self, user: &UserKey, texts: Vec<String>) -> Result<(), HandlerError> {
+        for text in texts {
+            self.notices
+                .push(&user.storage_key(), text)
+                .await
+                .map_err(|e| HandlerError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
     }
 }

@@ -46,6 +46,21 @@ pub struct HttpConfig {
     pub staff_token: Option<String>,
 }
 
+/// The WeChat customer-service client over the engine's session store (so
+/// instances share one access token), registered with the engine so that
+/// notices reach WeChat users at once.
+pub fn wechat_service(
+    engine: &Arc<Engine>,
+    config: webhooks::wechat::service::ServiceConfig,
+) -> Result<Arc<webhooks::wechat::service::CustomerService>, webhooks::message::PushError> {
+    let cache = Arc::new(crate::session::SessionCache(Arc::clone(engine.sessions())));
+    let service = Arc::new(webhooks::wechat::service::CustomerService::new(
+        config, cache,
+    )?);
+    engine.register_push(webhooks::message::Channel::Wechat, service.clone());
+    Ok(service)
+}
+
 /// The whole HTTP surface, separate from the listener so tests can drive it.
 pub fn router(
     engine: Arc<Engine>,

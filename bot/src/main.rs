@@ -52,6 +52,13 @@ enum Command {
         /// Its AppID.
         #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
         wechat_appid: String,
+        /// Its AppSecret: enables customer-service messages (answers slower
+        /// than WeChat's 5 seconds, long answers, notices).
+        #[arg(long, env = "WENKE_WECHAT_SECRET", hide_env_values = true)]
+        wechat_secret: Option<String>,
+        /// The WeChat API's base URL.
+        #[arg(long, env = "WENKE_WECHAT_API_BASE", default_value = webhooks::wechat::service::DEFAULT_API_BASE)]
+        wechat_api_base: String,
         /// Milliseconds a passive WeChat reply may take before the answer
         /// waits for WeChat's retry.
         #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
@@ -189,22 +196,38 @@ fn main() -> anyhow::Result<()> {
             wechat_token,
             wechat_aes_key,
             wechat_appid,
+            wechat_secret,
+            wechat_api_base,
             wechat_reply_budget_ms,
             staff_token,
         } => runtime()?.block_on(async {
-            let channels = bot::http::HttpConfig {
-                wechat: wechat_token.filter(|t| !t.is_empty()).map(|token| {
-                    webhooks::wechat::account::AccountConfig {
-                        token,
-                        encoding_aes_key: wechat_aes_key.filter(|k| !k.is_empty()),
-                        app_id: wechat_appid,
-                        reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
-                    }
-                }),
-                staff_token: staff_token.filter(|t| !t.is_empty()),
-            };
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
-            serve::serve(engine, addr, cli.engine.prompts_dir(), channels).await
+            let mut config = bot::http::HttpConfig {
+                staff_token: staff_token.filter(|t| !t.is_empty()),
+                ..Default::default()
+            };
+            if let Some(token) = wechat_token.filter(|t| !t.is_empty()) {
+                let service = match wechat_secret.filter(|s| !s.is_empty()) {
+                    Some(secret) => Some(bot::http::wechat_service(
+                        &engine,
+                        webhooks::wechat::service::ServiceConfig {
+                            app_id: wechat_appid.clone(),
+                            secret,
+                            api_base: wechat_api_base,
+                        },
+                    )?),
+                    None => None,
+                };
+                config.wechat = Some(webhooks::wechat::account::AccountConfig {
+                    token,
+                    encoding_aes_key: wechat_aes_key.filter(|k| !k.is_empty()),
+                    app_id: wechat_appid,
+                    reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
+                    service,
+                    interim_text: engine.render("in_progress.j2", ())?,
+                });
+            }
+            serve::serve(engine, addr, cli.engine.prompts_dir(), config).await
         }),
         Command::Ask { question, json } => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;

@@ -138,6 +138,29 @@ fn encode(session: &Session) -> String {
     serde_json::to_string(session).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// The session store as the channels' shared cache (WeChat's access token,
+/// send windows, follow-up claims). A failing store reads as empty and
+/// drops writes: the channel then fetches a token again or keeps a text for
+/// later, which is safe.
+pub struct SessionCache(pub std::sync::Arc<dyn SessionStore>);
+
+#[async_trait::async_trait]
+impl webhooks::wechat::service::SharedCache for SessionCache {
+    async fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).await.ok().flatten()
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Duration) {
+        if let Err(error) = self.0.put(key, value, ttl).await {
+            tracing::warn!(%error, "shared cache write dropped");
+        }
+    }
+
+    async fn claim(&self, key: &str, ttl: Duration) -> bool {
+        self.0.claim(key, ttl).await.unwrap_or(false)
+    }
+}
+
 // ----- in memory -----
 
 struct Slot {

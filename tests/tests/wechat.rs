@@ -29,6 +29,8 @@ async fn safe_mode_answers_and_retries_are_handled_once() -> anyhow::Result<()> 
             encoding_aes_key: Some(KEY.into()),
             app_id: APP_ID.into(),
             reply_budget: Duration::from_secs(4),
+            service: None,
+            interim_text: "正在查询权威答案，请稍候…".into(),
         }),
         ..Default::default()
     };
@@ -83,5 +85,153 @@ async fn safe_mode_answers_and_retries_are_handled_once() -> anyhow::Result<()> 
         .send()
         .await?;
     assert_eq!(missing.status(), 404);
+    Ok(())
+}
+
+/// A stand-in for WeChat's API: hands out tokens, records customer-service
+/// sends, and refuses sends to `closed-*` users with 45015 as WeChat does
+/// when the 48-hour window has closed.
+#[derive(Default)]
+struct FakeWechatApi {
+    token_requests: std::sync::atomic::AtomicUsize,
+    sent: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+async fn fake_api() -> anyhow::Result<(String, std::sync::Arc<FakeWechatApi>)> {
+    use axum::extract::{Query, State};
+    use axum::routing::{get, post};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let api = Arc::new(FakeWechatApi::default());
+    let app = axum::Router::new()
+        .route(
+            "/cgi-bin/token",
+            get(|State(api): State<Arc<FakeWechatApi>>, Query(q): Query<HashMap<String, String>>| async move {
+                api.token_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let right = q.get("appid").map(String::as_str) == Some(APP_ID)
+                    && q.get("secret").map(String::as_str) == Some("app-secret");
+                if right {
+                    axum::Json(serde_json::json!({"access_token": "token-1", "expires_in": 7200}))
+                } else {
+                    axum::Json(serde_json::json!({"errcode": 40125, "errmsg": "invalid appsecret"}))
+                }
+            }),
+        )
+        .route(
+            "/cgi-bin/message/custom/send",
+            post(|State(api): State<Arc<FakeWechatApi>>, Query(q): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                if q.get("access_token").map(String::as_str) != Some("token-1") {
+                    return axum::Json(serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"}));
+                }
+                let to = body["touser"].as_str().unwrap_or_default().to_owned();
+                if to.starts_with("closed-") {
+                    return axum::Json(serde_json::json!({"errcode": 45015, "errmsg": "response out of time limit"}));
+                }
+                let text = body["text"]["content"].as_str().unwrap_or_default().to_owned();
+                api.sent.lock().expect("lock").push((to, text));
+                axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
+            }),
+        )
+        .with_state(Arc::clone(&api));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}"), api))
+}
+
+/// An answer slower than the reply budget: the passive reply is the
+/// interim text and the answer follows as a customer-service message, once;
+/// a user whose window WeChat says is closed gets the answer with their
+/// next contact instead of never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let (api_base, api) = fake_api().await?;
+    let service = bot::http::wechat_service(
+        &engine,
+        webhooks::wechat::service::ServiceConfig {
+            app_id: APP_ID.into(),
+            secret: "app-secret".into(),
+            api_base,
+        },
+    )?;
+    let channels = bot::http::HttpConfig {
+        wechat: Some(AccountConfig {
+            token: TOKEN.into(),
+            encoding_aes_key: None,
+            app_id: APP_ID.into(),
+            // No real answer is this fast: every reply takes the late path.
+            reply_budget: Duration::from_millis(1),
+            service: Some(service),
+            interim_text: engine.render("in_progress.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine.clone(), &channels).await?;
+    let client = reqwest::Client::new();
+    let (timestamp, nonce) = ("1700000000", "n-2");
+    let url = format!(
+        "http://{addr}/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
+        url_signature(TOKEN, timestamp, nonce)
+    );
+    let post = |body: String| client.post(&url).body(body).send();
+
+    let openid = format!("o-{}", uuid::Uuid::new_v4());
+    // WeChat delivers the message twice; the answer is pushed once.
+    let first = post(message(&openid, 7_000_000_001, "洋芋叶子发黑咋个办"))
+        .await?
+        .text()
+        .await?;
+    let second = post(message(&openid, 7_000_000_001, "洋芋叶子发黑咋个办"))
+        .await?
+        .text()
+        .await?;
+    for reply in [&first, &second] {
+        let reply = parse_message(reply.as_bytes())?;
+        let InboundKind::Text { content } = reply.kind else {
+            anyhow::bail!("not a text reply");
+        };
+        assert!(content.contains("请稍候"), "interim reply: {content}");
+    }
+    let mut pushed = Vec::new();
+    for _ in 0..100 {
+        pushed = api.sent.lock().expect("lock").clone();
+        if !pushed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pushed_now = api.sent.lock().expect("lock").clone();
+    assert_eq!(
+        pushed_now.len(),
+        pushed.len(),
+        "pushed once: {pushed_now:?}"
+    );
+    assert!(!pushed.is_empty(), "the answer was pushed");
+    assert!(pushed.iter().all(|(to, _)| *to == openid));
+    assert!(pushed[0].1.contains("晚疫病"), "{}", pushed[0].1);
+
+    // A closed window: the answer waits for the user's next message. (A
+    // question not asked before, so no cache makes it fast enough for a
+    // passive reply.)
+    let closed = format!("closed-{}", uuid::Uuid::new_v4());
+    post(message(&closed, 7_000_000_002, "马铃薯叶片发黑是啥子病")).await?;
+    let user = format!("wechat:{closed}");
+    let mut kept = Vec::new();
+    for _ in 0..100 {
+        kept = engine.notices().pending(&user).await?;
+        if !kept.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!kept.is_empty(), "kept for later");
+    assert_eq!(
+        api.token_requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one access token, cached"
+    );
     Ok(())
 }

@@ -87,6 +87,12 @@ impl UserKey {
     pub fn storage_key(&self) -> String {
         format!("{}:{}", self.channel.as_str(), self.id)
     }
+
+    /// The user a storage key names (the inverse of [`Self::storage_key`]).
+    pub fn from_storage_key(key: &str) -> Option<Self> {
+        let (channel, id) = key.split_once(':')?;
+        Some(Self::new(Channel::parse(channel)?, id))
+    }
 }
 
 /// What a user sent.
@@ -431,6 +437,38 @@ pub trait Handler: Send + Sync + 'static {
         turn_id: &str,
         rating: Rating,
     ) -> Result<(), HandlerError>;
+
+    /// Texts a channel could not deliver (the user's send window closed):
+    /// the engine keeps them and hands them over at the user's next
+    /// contact. The default drops them with a warning.
+    async fn undelivered(&self, user: &UserKey, texts: Vec<String>) -> Result<(), HandlerError> {
+        tracing::warn!(
+            user = user.storage_key(),
+            count = texts.len(),
+            "undelivered texts dropped"
+        );
+        Ok(())
+    }
+}
+
+/// Why a channel could not push a message to a user.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The channel allows no message now (WeChat's 48-hour window closed,
+    /// or its sends in the window are used up): keep it for the next contact.
+    #[error("the user's send window is closed")]
+    WindowClosed,
+    /// The channel's API failed or could not be reached.
+    #[error("push failed: {0}")]
+    Unavailable(String),
+}
+
+/// A channel that can send a user a message outside a reply (WeChat's
+/// customer-service messages, a Telegram bot message).
+#[async_trait::async_trait]
+pub trait Push: Send + Sync + 'static {
+    /// Sends one text to the user.
+    async fn push(&self, user: &UserKey, text: &str) -> Result<(), PushError>;
 }
 
 #[cfg(test)]

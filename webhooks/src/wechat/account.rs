@@ -10,12 +10,18 @@
 //!   of the request.
 //!
 //! The 5-second rule: WeChat waits 5 s for a reply, then sends the same
-//! message again (up to three times). A reply that is not ready within
-//! [`AccountConfig::reply_budget`] is answered with `success` (no reply);
-//! the retry reaches the engine with the same message id, and the engine
-//! returns the first attempt's reply without doing the work twice.
-//! Delivery through the customer-service API, for answers slower than every
-//! retry, comes with the rest of the channels issue.
+//! message again (up to three times). With the customer-service API
+//! configured ([`AccountConfig::service`]), a reply not ready within
+//! [`AccountConfig::reply_budget`] is answered at once with a short interim
+//! text, and the answer follows as customer-service messages when it is
+//! ready; a reply longer than 2048 bytes goes out as the passive reply plus
+//! follow-ups. Without it, a late reply is answered with `success` (no
+//! reply) and WeChat's retry, reaching the engine with the same message
+//! id, collects the first attempt's reply without the work being done
+//! twice. Follow-ups of one message are pushed once, however many times
+//! WeChat delivers it (a claim in the shared cache); texts WeChat refuses
+//! (the 48-hour window closed) go back to the engine for the user's next
+//! contact.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +36,7 @@ use axum::routing::get;
 use time::OffsetDateTime;
 
 use super::crypto::{CryptoError, MessageCrypto, verify_url_signature};
+use super::service::CustomerService;
 use super::xml::{Event, InboundKind, InboundMessage, parse_envelope, parse_message, text_reply};
 use crate::message::{Channel, Content, Handler, Incoming, UserKey};
 
@@ -47,8 +54,13 @@ pub struct AccountConfig {
     /// The account's AppID (the receive id of encrypted messages).
     pub app_id: String,
     /// How long a passive reply may take before the request is answered
-    /// with `success` and the answer waits for WeChat's retry.
+    /// with the interim text (or `success`, without the service API).
     pub reply_budget: Duration,
+    /// The customer-service message API, for late and long answers.
+    pub service: Option<Arc<CustomerService>>,
+    /// What a user reads while a late answer is on its way
+    /// ("正在查询权威答案，请稍候…"), from the engine's templates.
+    pub interim_text: String,
 }
 
 impl std::fmt::Debug for AccountConfig {
@@ -56,6 +68,7 @@ impl std::fmt::Debug for AccountConfig {
         f.debug_struct("AccountConfig")
             .field("app_id", &self.app_id)
             .field("reply_budget", &self.reply_budget)
+            .field("service", &self.service.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -189,11 +202,20 @@ async fn receive(
         received_at: OffsetDateTime::now_utc(),
     };
     let unsubscribed = matches!(incoming.content, Content::Unsubscribe);
+    let user = incoming.user.clone();
+    let dedup_key = message.dedup_key();
+    let service = account.config.service.clone();
+    if let Some(service) = &service
+        && !unsubscribed
+    {
+        service.note_contact(&message.from_user_name).await;
+    }
     // The work runs as its own task, so a reply that misses the budget is
     // still finished (and stored by the engine for WeChat's retry) rather
     // than cancelled with this request.
     let handler = Arc::clone(&account.handler);
     let mut work = tokio::spawn(async move { handler.handle(incoming).await });
+    let limit = Channel::Wechat.text_limit_bytes().unwrap_or(2048);
     let reply = match tokio::time::timeout(account.config.reply_budget, &mut work).await {
         Ok(Ok(Ok(reply))) => reply,
         Ok(Ok(Err(error))) => {
@@ -204,21 +226,88 @@ async fn receive(
             tracing::error!(%error, "wechat: engine task failed");
             return plain(StatusCode::OK, "success");
         }
-        // Not ready in time: WeChat's retry will collect it.
-        Err(_) => return plain(StatusCode::OK, "success"),
+        Err(_) => {
+            // Not ready in time. Without the service API, WeChat's retry
+            // collects it; with it, an interim reply now and the answer
+            // as soon as it is ready.
+            let Some(service) = service else {
+                return plain(StatusCode::OK, "success");
+            };
+            if service.claim_follow_up(&dedup_key).await {
+                let handler = Arc::clone(&account.handler);
+                tokio::spawn(async move {
+                    match work.await {
+                        Ok(Ok(reply)) => {
+                            let texts = reply.split_into_messages(limit);
+                            deliver(&service, &*handler, &user, texts).await;
+                        }
+                        Ok(Err(error)) => tracing::warn!(%error, "wechat: late answer failed"),
+                        Err(error) => tracing::error!(%error, "wechat: late answer task failed"),
+                    }
+                });
+            }
+            let interim = account.config.interim_text.clone();
+            return passive(&account, &message, encrypted, timestamp, nonce, &interim);
+        }
     };
     if unsubscribed {
         return plain(StatusCode::OK, "success");
     }
-    let limit = Channel::Wechat.text_limit_bytes().unwrap_or(2048);
-    let Some(text) = reply.split_into_messages(limit).into_iter().next() else {
+    let mut texts = reply.split_into_messages(limit).into_iter();
+    let Some(first) = texts.next() else {
         return plain(StatusCode::OK, "success");
     };
+    let rest: Vec<String> = texts.collect();
+    if !rest.is_empty() {
+        match service {
+            Some(service) if service.claim_follow_up(&dedup_key).await => {
+                let handler = Arc::clone(&account.handler);
+                tokio::spawn(async move { deliver(&service, &*handler, &user, rest).await });
+            }
+            Some(_) => {}
+            None => tracing::info!(
+                parts = rest.len() + 1,
+                "wechat: long reply cut to its first part (no customer-service API configured)"
+            ),
+        }
+    }
+    passive(&account, &message, encrypted, timestamp, nonce, &first)
+}
+
+/// A passive text reply, encrypted when the request was.
+fn passive(
+    account: &Account,
+    message: &InboundMessage,
+    encrypted: bool,
+    timestamp: &str,
+    nonce: &str,
+    text: &str,
+) -> Response {
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let reply_xml = text_reply(&message.from_user_name, &message.to_user_name, now, &text);
+    let reply_xml = text_reply(&message.from_user_name, &message.to_user_name, now, text);
     match (&account.crypto, encrypted) {
         (Some(crypto), true) => xml(crypto.encrypted_reply(&reply_xml, timestamp, nonce)),
         _ => xml(reply_xml),
+    }
+}
+
+/// Pushes texts in order; what cannot be sent goes back to the engine for
+/// the user's next contact.
+async fn deliver(
+    service: &CustomerService,
+    handler: &dyn Handler,
+    user: &UserKey,
+    texts: Vec<String>,
+) {
+    for (index, text) in texts.iter().enumerate() {
+        if let Err(error) = service.send_text(&user.id, text).await {
+            tracing::warn!(%error, user = user.storage_key(), "wechat: follow-up not delivered");
+            let kept = texts[index..].to_vec();
+            if let Err(error) = handler.undelivered(user, kept).await {
+                tracing::error!(%error, "wechat: undelivered texts lost");
+            }
+            return;
+        }
     }
 }
 
@@ -287,6 +376,8 @@ mod tests {
                 encoding_aes_key: Some(KEY.into()),
                 app_id: APP_ID.into(),
                 reply_budget: Duration::from_secs(4),
+                service: None,
+                interim_text: "正在查询权威答案，请稍候…".into(),
             },
         )
         .expect("router")

@@ -1,6 +1,8 @@
 //! The WeChat Official Account and WeCom protocols: message crypto and XML
-//! (shared by both), and the Official Account endpoint.
+//! (shared by both), the Official Account endpoint, and the
+//! customer-service message API.
 
 pub mod account;
 pub mod crypto;
+pub mod service;
 pub mod xml;

@@ -1,0 +1,248 @@
+//! WeChat's customer-service message API: the way to reach a user outside
+//! a passive reply (an answer slower than WeChat's 5 seconds, the rest of a
+//! long answer, a notice that someone claimed their demand).
+//!
+//! - The access token comes from `GET /cgi-bin/token` with the AppID and
+//!   secret; it is cached in the [`SharedCache`] (Redis in server mode, so
+//!   every instance uses one token instead of invalidating each other's)
+//!   until shortly before it expires, and refreshed once when WeChat says it
+//!   is invalid (40001, 42001, 40014).
+//! - `POST /cgi-bin/message/custom/send` sends one text.
+//! - The send window: a user's message opens 5 sends within 48 hours. Each
+//!   contact resets the count ([`CustomerService::note_contact`]); no send
+//!   is tried outside the window, and WeChat's own refusal (45015, 45047)
+//!   is reported as [`PushError::WindowClosed`] so the caller keeps the
+//!   text for the user's next contact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::message::{Channel, Push, PushError, UserKey};
+
+/// WeChat's API.
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// How long a user's message keeps the send window open.
+const WINDOW: Duration = Duration::from_secs(48 * 60 * 60);
+/// Sends allowed per window.
+const SENDS_PER_WINDOW: u32 = 5;
+/// A token is refreshed this long before WeChat says it expires.
+const TOKEN_MARGIN_SECONDS: u64 = 300;
+/// One API call may take this long.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A small key-value store shared by every instance (the session store).
+#[async_trait::async_trait]
+pub trait SharedCache: Send + Sync + 'static {
+    /// The value under `key`, if any.
+    async fn get(&self, key: &str) -> Option<String>;
+    /// Stores `value` under `key` for `ttl`.
+    async fn put(&self, key: &str, value: &str, ttl: Duration);
+    /// Claims `key` for `ttl`: true for the first claim only.
+    async fn claim(&self, key: &str, ttl: Duration) -> bool;
+}
+
+/// How to reach the API.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// The account's AppID.
+    pub app_id: String,
+    /// The account's AppSecret.
+    pub secret: String,
+    /// The API base URL (tests point it at a local server).
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("app_id", &self.app_id)
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The customer-service message client.
+pub struct CustomerService {
+    config: ServiceConfig,
+    http: reqwest::Client,
+    cache: Arc<dyn SharedCache>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// Error codes that mean the token is no longer valid.
+const TOKEN_INVALID: &[i64] = &[40001, 40014, 42001];
+/// Error codes that mean the user cannot be messaged now.
+const WINDOW_CLOSED: &[i64] = &[45015, 45047];
+
+fn unavailable(error: impl std::fmt::Display) -> PushError {
+    PushError::Unavailable(error.to_string())
+}
+
+impl CustomerService {
+    /// A client over the shared cache.
+    pub fn new(config: ServiceConfig, cache: Arc<dyn SharedCache>) -> Result<Self, PushError> {
+        let http = reqwest::Client::builder()
+            .timeout(API_TIMEOUT)
+            .build()
+            .map_err(unavailable)?;
+        Ok(Self {
+            config,
+            http,
+            cache,
+        })
+    }
+
+    fn token_key(&self) -> String {
+        format!("wechat:token:{}", self.config.app_id)
+    }
+
+    fn window_key(openid: &str) -> String {
+        format!("wechat:window:{openid}")
+    }
+
+    /// Records a message from the user: the send window opens (again) with
+    /// its full count.
+    pub async fn note_contact(&self, openid: &str) {
+        self.cache.put(&Self::window_key(openid), "0", WINDOW).await;
+    }
+
+    /// Claims the right to push the follow-ups of one inbound message, so
+    /// that of several deliveries of it only one pushes.
+    pub async fn claim_follow_up(&self, dedup_key: &str) -> bool {
+        self.cache
+            .claim(&format!("wechat:followup:{dedup_key}"), WINDOW)
+            .await
+    }
+
+    async fn access_token(&self, refresh: bool) -> Result<String, PushError> {
+        if !refresh && let Some(token) = self.cache.get(&self.token_key()).await {
+            return Ok(token);
+        }
+        let url = format!(
+            "{}/cgi-bin/token",
+            self.config.api_base.trim_end_matches('/')
+        );
+        let response: TokenResponse = self
+            .http
+            .get(url)
+            .query(&[
+                ("grant_type", "client_credential"),
+                ("appid", self.config.app_id.as_str()),
+                ("secret", self.config.secret.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let Some(token) = response.access_token else {
+            return Err(PushError::Unavailable(format!(
+                "no access token: {} {}",
+                response.errcode.unwrap_or_default(),
+                response.errmsg.unwrap_or_default()
+            )));
+        };
+        let lifetime = response
+            .expires_in
+            .unwrap_or(7200)
+            .saturating_sub(TOKEN_MARGIN_SECONDS)
+            .max(60);
+        self.cache
+            .put(&self.token_key(), &token, Duration::from_secs(lifetime))
+            .await;
+        Ok(token)
+    }
+
+    /// Uses one send of the user's window; false when it is closed or used up.
+    async fn take_send(&self, openid: &str) -> bool {
+        let key = Self::window_key(openid);
+        let Some(used) = self.cache.get(&key).await else {
+            return false;
+        };
+        let used: u32 = used.parse().unwrap_or(SENDS_PER_WINDOW);
+        if used >= SENDS_PER_WINDOW {
+            return false;
+        }
+        // Not atomic with the read: two sends racing may both pass, and
+        // WeChat's own limit (45047) then refuses the extra one.
+        self.cache.put(&key, &(used + 1).to_string(), WINDOW).await;
+        true
+    }
+
+    /// Sends one text to a user of the account.
+    pub async fn send_text(&self, openid: &str, text: &str) -> Result<(), PushError> {
+        if !self.take_send(openid).await {
+            return Err(PushError::WindowClosed);
+        }
+        let body = serde_json::json!({
+            "touser": openid,
+            "msgtype": "text",
+            "text": { "content": text },
+        });
+        let mut refresh = false;
+        loop {
+            let token = self.access_token(refresh).await?;
+            let url = format!(
+                "{}/cgi-bin/message/custom/send",
+                self.config.api_base.trim_end_matches('/')
+            );
+            let response: SendResponse = self
+                .http
+                .post(url)
+                .query(&[("access_token", token.as_str())])
+                .json(&body)
+                .send()
+                .await
+                .map_err(unavailable)?
+                .json()
+                .await
+                .map_err(unavailable)?;
+            match response.errcode {
+                0 => return Ok(()),
+                code if TOKEN_INVALID.contains(&code) && !refresh => refresh = true,
+                code if WINDOW_CLOSED.contains(&code) => return Err(PushError::WindowClosed),
+                code => {
+                    return Err(PushError::Unavailable(format!(
+                        "custom/send {code}: {}",
+                        response.errmsg
+                    )));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Push for CustomerService {
+    async fn push(&self, user: &UserKey, text: &str) -> Result<(), PushError> {
+        if user.channel != Channel::Wechat {
+            return Err(PushError::Unavailable(format!(
+                "not a WeChat user: {}",
+                user.storage_key()
+            )));
+        }
+        self.send_text(&user.id, text).await
+    }
+}
