@@ -2,7 +2,8 @@
 //!
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
 //! from `webhooks::web`), `GET /healthz`, the listings API
-//! ([`crate::listings_http`]) and the configured channels (`/wechat`). Every request gets an
+//! ([`crate::listings_http`]) and the configured channels (`/wechat`,
+//! `/wecom`). Every request gets an
 //! `x-request-id` (kept when the client sends one) that appears in the
 //! request's log lines. Editable texts are watched: a change under the
 //! prompts directory is picked up within seconds, without a restart.
@@ -42,6 +43,8 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
 pub struct HttpConfig {
     /// The WeChat Official Account, at `/wechat`.
     pub wechat: Option<webhooks::wechat::account::AccountConfig>,
+    /// The WeCom app, at `/wecom` (`app_id` is the corp id).
+    pub wecom: Option<webhooks::wechat::account::AccountConfig>,
     /// The bearer token of the staff API (`/api/staff/*`).
     pub staff_token: Option<String>,
 }
@@ -76,6 +79,12 @@ pub fn router(
             channels.staff_token.clone(),
         ))
         .merge(webhooks::web::router(Arc::clone(&handler)));
+    if let Some(config) = &channels.wecom {
+        app = app.merge(webhooks::wechat::work::router(
+            Arc::clone(&handler),
+            config.clone(),
+        )?);
+    }
     if let Some(config) = &channels.wechat {
         app = app.merge(webhooks::wechat::account::router(
             Arc::clone(&handler),

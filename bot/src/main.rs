@@ -63,6 +63,15 @@ enum Command {
         /// waits for WeChat's retry.
         #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
         wechat_reply_budget_ms: u64,
+        /// The WeCom app's callback token (enables `/wecom`).
+        #[arg(long, env = "WENKE_WECOM_TOKEN", hide_env_values = true)]
+        wecom_token: Option<String>,
+        /// The WeCom app's EncodingAESKey.
+        #[arg(long, env = "WENKE_WECOM_AES_KEY", hide_env_values = true)]
+        wecom_aes_key: Option<String>,
+        /// The WeCom corp id (the receive id of its messages).
+        #[arg(long, env = "WENKE_WECOM_CORP_ID", default_value = "")]
+        wecom_corp_id: String,
         /// Bearer token of the staff API (`/api/staff/*`: listings in full,
         /// status changes, claims); the staff API is off without one.
         #[arg(long, env = "WENKE_STAFF_TOKEN", hide_env_values = true)]
@@ -199,6 +208,9 @@ fn main() -> anyhow::Result<()> {
             wechat_secret,
             wechat_api_base,
             wechat_reply_budget_ms,
+            wecom_token,
+            wecom_aes_key,
+            wecom_corp_id,
             staff_token,
         } => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
@@ -224,6 +236,21 @@ fn main() -> anyhow::Result<()> {
                     app_id: wechat_appid,
                     reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
                     service,
+                    interim_text: engine.render("in_progress.j2", ())?,
+                });
+            }
+            if let Some(token) = wecom_token.filter(|t| !t.is_empty()) {
+                anyhow::ensure!(
+                    wecom_aes_key.as_deref().is_some_and(|k| !k.is_empty())
+                        && !wecom_corp_id.is_empty(),
+                    "WeCom needs WENKE_WECOM_AES_KEY and WENKE_WECOM_CORP_ID as well as the token"
+                );
+                config.wecom = Some(webhooks::wechat::account::AccountConfig {
+                    token,
+                    encoding_aes_key: wecom_aes_key,
+                    app_id: wecom_corp_id,
+                    reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
+                    service: None,
                     interim_text: engine.render("in_progress.j2", ())?,
                 });
             }

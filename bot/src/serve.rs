@@ -22,6 +22,9 @@ pub async fn serve(
     if channels.wechat.is_some() {
         eprintln!("WeChat Official Account endpoint at http://{addr}/wechat");
     }
+    if channels.wecom.is_some() {
+        eprintln!("WeCom endpoint at http://{addr}/wecom");
+    }
     let turns = engine.turns().clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

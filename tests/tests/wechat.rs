@@ -235,3 +235,56 @@ async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// WeCom on the same engine: always encrypted, the corp id as receive id,
+/// the user keyed as a WeCom user; absent when not configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_answers_encrypted_messages() -> anyhow::Result<()> {
+    const CORP_ID: &str = "ww0123456789abcdef";
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let channels = bot::http::HttpConfig {
+        wecom: Some(AccountConfig {
+            token: TOKEN.into(),
+            encoding_aes_key: Some(KEY.into()),
+            app_id: CORP_ID.into(),
+            reply_budget: Duration::from_secs(4),
+            service: None,
+            interim_text: engine.render("in_progress.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine.clone(), &channels).await?;
+    let crypto = MessageCrypto::new(TOKEN, KEY, CORP_ID)?;
+    let user = format!("u{}", uuid::Uuid::new_v4().simple());
+    let inner = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>8000000001</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    let encrypt = crypto.encrypt(&inner);
+    let (timestamp, nonce) = ("1700000000", "w-1");
+    let url = format!(
+        "http://{addr}/wecom?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
+        crypto.msg_signature(timestamp, nonce, &encrypt)
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    let response = reqwest::Client::new().post(&url).body(body).send().await?;
+    assert_eq!(response.status(), 200);
+    let envelope = parse_envelope(&response.bytes().await?)?;
+    let reply = parse_message(crypto.decrypt(&envelope.encrypt)?.as_bytes())?;
+    let InboundKind::Text { content } = reply.kind else {
+        anyhow::bail!("not a text reply");
+    };
+    assert!(content.contains("晚疫病"), "{content}");
+    let turns = engine
+        .turns()
+        .find(&[("user", &format!("wecom:{user}"))])
+        .await?;
+    assert_eq!(turns.len(), 1);
+
+    let plain = tests::serve(engine).await?;
+    let missing = reqwest::get(format!("http://{plain}/wecom?echostr=x")).await?;
+    assert_eq!(missing.status(), 404);
+    Ok(())
+}

@@ -42,7 +42,7 @@ use crate::message::{Channel, Content, Handler, Incoming, UserKey};
 
 /// WeChat's documented limit for one request body is far below this; the
 /// limit keeps a hostile client from making the server buffer more.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How the Official Account is configured.
 #[derive(Clone)]
@@ -73,13 +73,13 @@ impl std::fmt::Debug for AccountConfig {
     }
 }
 
-struct Account {
-    handler: Arc<dyn Handler>,
-    config: AccountConfig,
-    crypto: Option<MessageCrypto>,
+pub(super) struct Account {
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) config: AccountConfig,
+    pub(super) crypto: Option<MessageCrypto>,
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
+pub(super) fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, text).into_response()
 }
 
@@ -192,11 +192,33 @@ async fn receive(
             return plain(StatusCode::BAD_REQUEST, "malformed message");
         }
     };
+    answer(
+        &account,
+        message,
+        Channel::Wechat,
+        encrypted,
+        timestamp,
+        nonce,
+    )
+    .await
+}
+
+/// Hands a parsed message to the engine and replies passively (in the
+/// request's mode) or, when late, through the service API; shared by the
+/// Official Account and WeCom.
+pub(super) async fn answer(
+    account: &Arc<Account>,
+    message: InboundMessage,
+    channel: Channel,
+    encrypted: bool,
+    timestamp: &str,
+    nonce: &str,
+) -> Response {
     let Some(content) = content(&message) else {
         return plain(StatusCode::OK, "success");
     };
     let incoming = Incoming {
-        user: UserKey::new(Channel::Wechat, message.from_user_name.clone()),
+        user: UserKey::new(channel, message.from_user_name.clone()),
         message_id: Some(message.dedup_key()),
         content,
         received_at: OffsetDateTime::now_utc(),
@@ -215,7 +237,7 @@ async fn receive(
     // than cancelled with this request.
     let handler = Arc::clone(&account.handler);
     let mut work = tokio::spawn(async move { handler.handle(incoming).await });
-    let limit = Channel::Wechat.text_limit_bytes().unwrap_or(2048);
+    let limit = channel.text_limit_bytes().unwrap_or(2048);
     let reply = match tokio::time::timeout(account.config.reply_budget, &mut work).await {
         Ok(Ok(Ok(reply))) => reply,
         Ok(Ok(Err(error))) => {
@@ -247,7 +269,7 @@ async fn receive(
                 });
             }
             let interim = account.config.interim_text.clone();
-            return passive(&account, &message, encrypted, timestamp, nonce, &interim);
+            return passive(account, &message, encrypted, timestamp, nonce, &interim);
         }
     };
     if unsubscribed {
@@ -271,7 +293,7 @@ async fn receive(
             ),
         }
     }
-    passive(&account, &message, encrypted, timestamp, nonce, &first)
+    passive(account, &message, encrypted, timestamp, nonce, &first)
 }
 
 /// A passive text reply, encrypted when the request was.
