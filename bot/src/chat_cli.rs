@@ -67,16 +67,10 @@ pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result
     let turns = TurnLog::open(kb.store())
         .await
         .context("opening the turn log")?;
-    // The vector cache belongs to the embedded data directory; server-mode
-    // instances stay stateless and embed the examples when they start.
-    let cache_dir = store
-        .qdrant_url
-        .is_none()
-        .then(|| store.data_dir.join("cache"));
     let config = EngineConfig {
         prompts_dir: args.prompts_dir(),
         rate_limit: args.rate_limit,
-        cache_dir,
+        cache_dir: store.cache_dir(),
         ..EngineConfig::default()
     };
     let engine = Engine::open(kb, sessions, turns, config)

@@ -1473,16 +1473,7 @@ impl Engine {
             if Instant::now() >= deadline {
                 let editable = Arc::clone(&self.editable.read());
                 let text = editable.prompts.render("in_progress.j2", ())?;
-                return Ok(Reply {
-                    turn_id: String::new(),
-                    kind: ReplyKind::Notice,
-                    blocks: vec![Block::new(BlockRole::Body, text)],
-                    citations: Vec::new(),
-                    suggestions: Vec::new(),
-                    quick_replies: Vec::new(),
-                    confidence: 0.0,
-                    feedback: false,
-                });
+                return Ok(Reply::plain(String::new(), ReplyKind::Notice, text));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

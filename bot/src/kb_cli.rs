@@ -40,6 +40,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// Where caches that belong to the embedded data directory go (the
+    /// routing examples' vectors); `None` in server mode, where instances
+    /// stay stateless and compute them at start.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.qdrant_url
+            .is_none()
+            .then(|| self.data_dir.join("cache"))
+    }
+
     /// Opens the store, the model and the knowledge base.
     pub async fn open(&self) -> anyhow::Result<KnowledgeBase> {
         let store: Arc<dyn PointStore> =

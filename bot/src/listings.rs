@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use kb::listing::{ListingError, SerialSource};
-use kb::store::{CollectionSpec, Condition, Filter, NewPoint, PointStore, StoreError, scroll_all};
+use kb::store::{
+    CollectionSpec, Condition, Filter, NewPoint, PointStore, StoreError, scroll_all, to_payload,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -28,6 +30,17 @@ pub const FORM_TTL_SECONDS: i64 = 24 * 60 * 60;
 
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A collection of JSON payloads found by the `user` field.
+fn by_user_collection(name: &str) -> CollectionSpec {
+    CollectionSpec {
+        name: name.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec!["user"],
+        integer_fields: Vec::new(),
+    }
 }
 
 fn user_point(kind: &str, user: &UserKey) -> Uuid {
@@ -50,15 +63,7 @@ pub struct FormStore {
 impl FormStore {
     /// Opens the forms collection, creating it if missing.
     pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, StoreError> {
-        store
-            .ensure_collection(&CollectionSpec {
-                name: FORMS.into(),
-                dense_dim: None,
-                lexical: false,
-                keyword_fields: vec!["user"],
-                integer_fields: Vec::new(),
-            })
-            .await?;
+        store.ensure_collection(&by_user_collection(FORMS)).await?;
         Ok(Self { store })
     }
 
@@ -93,10 +98,7 @@ impl FormStore {
             updated_at: now(),
             form: form.clone(),
         };
-        let payload = match serde_json::to_value(&stored) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => return Ok(()),
-        };
+        let payload = to_payload(&stored);
         self.store
             .upsert(
                 FORMS,
@@ -144,13 +146,7 @@ impl Notices {
     /// Opens the notices collection, creating it if missing.
     pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, StoreError> {
         store
-            .ensure_collection(&CollectionSpec {
-                name: NOTICES.into(),
-                dense_dim: None,
-                lexical: false,
-                keyword_fields: vec!["user"],
-                integer_fields: Vec::new(),
-            })
+            .ensure_collection(&by_user_collection(NOTICES))
             .await?;
         Ok(Self { store })
     }
@@ -163,10 +159,7 @@ impl Notices {
             text,
             at: now(),
         };
-        let payload = match serde_json::to_value(&notice) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => return Ok(notice),
-        };
+        let payload = to_payload(&notice);
         self.store
             .upsert(
                 NOTICES,

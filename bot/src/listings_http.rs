@@ -105,8 +105,8 @@ struct NoticeQuery {
 }
 
 async fn notices(State(engine): State<Arc<Engine>>, Query(query): Query<NoticeQuery>) -> Response {
-    if query.user_id.trim().is_empty() || query.user_id.len() > 128 {
-        return error(StatusCode::BAD_REQUEST, "user_id must be 1 to 128 bytes");
+    if let Some(problem) = webhooks::web::user_id_problem(&query.user_id) {
+        return error(StatusCode::BAD_REQUEST, problem);
     }
     let user = UserKey::new(Channel::Web, query.user_id).storage_key();
     let pending = match engine.notices().pending(&user).await {

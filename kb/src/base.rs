@@ -36,7 +36,7 @@ use crate::lexical;
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
-    Record, SearchRequest, StoreError, scroll_all,
+    Record, SearchRequest, StoreError, scroll_all, to_payload,
 };
 use crate::text::{AnalyzedQuery, Analyzer};
 use crate::workflow::{self, Action, Revision, WorkflowError};
@@ -397,14 +397,6 @@ fn index_slots(entry: &Entry) -> Vec<(Uuid, PhrasingKind, String)> {
         format!("{}\n{}", entry.content.question, entry.chat_answer()),
     ));
     slots
-}
-
-fn to_payload<T: Serialize>(value: &T) -> Payload {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => map,
-        // Every type stored here serialises to an object.
-        _ => Payload::new(),
-    }
 }
 
 fn from_record<T: for<'de> Deserialize<'de>>(

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::KbError;
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
-    SearchRequest, StoreError, scroll_all,
+    SearchRequest, StoreError, scroll_all, to_payload,
 };
 use crate::text::Analyzer;
 
@@ -666,20 +666,19 @@ fn current_year() -> i32 {
     OffsetDateTime::now_utc().year()
 }
 
-fn to_payload<T: Serialize>(value: &T) -> Payload {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Object(map)) => map,
-        // Listings are structs of strings and numbers: they always
-        // serialise to an object.
-        _ => Payload::new(),
-    }
-}
-
-fn corrupt(collection: &'static str, id: Uuid, error: serde_json::Error) -> ListingError {
-    ListingError::Kb(KbError::Corrupt {
-        collection,
-        id,
-        message: error.to_string(),
+/// Reads a stored listing back; a payload that does not parse is reported
+/// as corrupt with its collection and id.
+fn decode<T: serde::de::DeserializeOwned>(
+    collection: &'static str,
+    id: Uuid,
+    payload: Payload,
+) -> Result<T, ListingError> {
+    serde_json::from_value(serde_json::Value::Object(payload)).map_err(|error| {
+        ListingError::Kb(KbError::Corrupt {
+            collection,
+            id,
+            message: error.to_string(),
+        })
     })
 }
 
@@ -844,9 +843,7 @@ impl ListingBook {
         let Some(record) = self.store.get(DEMANDS, vec![id]).await?.pop() else {
             return Ok(None);
         };
-        serde_json::from_value(serde_json::Value::Object(record.payload))
-            .map(Some)
-            .map_err(|e| corrupt("demands", id, e))
+        decode(DEMANDS, id, record.payload).map(Some)
     }
 
     /// The demand with this number (`XQ-2026-000123`) or id.
@@ -868,9 +865,7 @@ impl ListingBook {
             return Ok(None);
         };
         let id = record.id;
-        serde_json::from_value(serde_json::Value::Object(record.payload))
-            .map(Some)
-            .map_err(|e| corrupt("demands", id, e))
+        decode(DEMANDS, id, record.payload).map(Some)
     }
 
     /// Demands, newest first, optionally of one status or one filer.
@@ -888,11 +883,7 @@ impl ListingBook {
         }
         let mut demands = Vec::new();
         for record in scroll_all(&*self.store, DEMANDS, filter).await? {
-            let id = record.id;
-            demands.push(
-                serde_json::from_value::<Demand>(serde_json::Value::Object(record.payload))
-                    .map_err(|e| corrupt("demands", id, e))?,
-            );
+            demands.push(decode::<Demand>(DEMANDS, record.id, record.payload)?);
         }
         demands.sort_by(|a, b| b.filed_at.cmp(&a.filed_at).then(b.number.cmp(&a.number)));
         Ok(demands)
@@ -1068,9 +1059,7 @@ impl ListingBook {
         let Some(record) = self.store.get(CAPABILITIES, vec![id]).await?.pop() else {
             return Ok(None);
         };
-        serde_json::from_value(serde_json::Value::Object(record.payload))
-            .map(Some)
-            .map_err(|e| corrupt("capabilities", id, e))
+        decode(CAPABILITIES, id, record.payload).map(Some)
     }
 
     /// The capability with this number (`SN-2026-000012`), import key or id.
@@ -1091,10 +1080,7 @@ impl ListingBook {
                 .await?
                 .0;
             if let Some(record) = records.into_iter().next() {
-                let id = record.id;
-                return serde_json::from_value(serde_json::Value::Object(record.payload))
-                    .map(Some)
-                    .map_err(|e| corrupt("capabilities", id, e));
+                return decode(CAPABILITIES, record.id, record.payload).map(Some);
             }
         }
         Ok(None)
@@ -1104,11 +1090,11 @@ impl ListingBook {
     pub async fn capabilities(&self) -> Result<Vec<Capability>, ListingError> {
         let mut all = Vec::new();
         for record in scroll_all(&*self.store, CAPABILITIES, Filter::default()).await? {
-            let id = record.id;
-            all.push(
-                serde_json::from_value::<Capability>(serde_json::Value::Object(record.payload))
-                    .map_err(|e| corrupt("capabilities", id, e))?,
-            );
+            all.push(decode::<Capability>(
+                CAPABILITIES,
+                record.id,
+                record.payload,
+            )?);
         }
         all.sort_by(|a, b| a.number.cmp(&b.number));
         Ok(all)
@@ -1154,10 +1140,7 @@ impl ListingBook {
         let past = self.cooperations_by_field().await?;
         let mut matches = Vec::with_capacity(hits.len());
         for hit in hits {
-            let id = hit.id;
-            let capability: Capability =
-                serde_json::from_value(serde_json::Value::Object(hit.payload))
-                    .map_err(|e| corrupt("capabilities", id, e))?;
+            let capability: Capability = decode(CAPABILITIES, hit.id, hit.payload)?;
             let capability_terms = self.subject_terms(&capability.embedding_text());
             let mut shared_terms: Vec<String> = demand_terms
                 .iter()
@@ -1258,12 +1241,7 @@ impl ListingBook {
             })
             .await?;
         hits.into_iter()
-            .map(|hit| {
-                let id = hit.id;
-                serde_json::from_value::<Demand>(serde_json::Value::Object(hit.payload))
-                    .map(|d| (d, hit.score))
-                    .map_err(|e| corrupt("demands", id, e))
-            })
+            .map(|hit| decode::<Demand>(DEMANDS, hit.id, hit.payload).map(|d| (d, hit.score)))
             .collect()
     }
 }

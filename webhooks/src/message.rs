@@ -327,6 +327,20 @@ pub struct Reply {
 const BLOCK_SEPARATOR: &str = "\n\n";
 
 impl Reply {
+    /// A reply of one body block and nothing else (notices, test replies).
+    pub fn plain(turn_id: impl Into<String>, kind: ReplyKind, text: impl Into<String>) -> Self {
+        Self {
+            turn_id: turn_id.into(),
+            kind,
+            blocks: vec![Block::new(BlockRole::Body, text)],
+            citations: Vec::new(),
+            suggestions: Vec::new(),
+            quick_replies: Vec::new(),
+            confidence: 0.0,
+            feedback: false,
+        }
+    }
+
     /// The whole reply as plain text: the blocks, separated by blank lines.
     pub fn text(&self) -> String {
         self.blocks
@@ -469,6 +483,27 @@ pub enum PushError {
 pub trait Push: Send + Sync + 'static {
     /// Sends one text to the user.
     async fn push(&self, user: &UserKey, text: &str) -> Result<(), PushError>;
+}
+
+/// A handler for the adapters' own tests: answers a text with "答：" and
+/// the text, anything else with its debug form.
+#[cfg(test)]
+pub(crate) struct EchoHandler;
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl Handler for EchoHandler {
+    async fn handle(&self, message: Incoming) -> Result<Reply, HandlerError> {
+        let text = match &message.content {
+            Content::Text { text } => format!("答：{text}"),
+            other => format!("{other:?}"),
+        };
+        Ok(Reply::plain("t", ReplyKind::Answer, text))
+    }
+
+    async fn feedback(&self, _: &UserKey, _: &str, _: Rating) -> Result<(), HandlerError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

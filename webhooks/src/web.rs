@@ -99,7 +99,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 fn handler_error(failure: HandlerError) -> Response {
     match failure {
-        HandlerError::Invalid(message) => error_response(StatusCode::UNPROCESSABLE_ENTITY, message),
+        HandlerError::Invalid(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
         HandlerError::Unavailable(message) => {
             tracing::warn!(%message, "web chat: engine unavailable");
             error(StatusCode::SERVICE_UNAVAILABLE, "服务暂时繁忙，请稍后再试")
@@ -107,12 +107,8 @@ fn handler_error(failure: HandlerError) -> Response {
     }
 }
 
-fn error_response(status: StatusCode, message: String) -> Response {
-    error(status, &message)
-}
-
-/// What is wrong with a user id, if anything.
-fn user_id_problem(user_id: &str) -> Option<&'static str> {
+/// What is wrong with a web user id, if anything (for every API that takes one).
+pub fn user_id_problem(user_id: &str) -> Option<&'static str> {
     if user_id.trim().is_empty() {
         return Some("user_id must not be empty");
     }
@@ -122,17 +118,41 @@ fn user_id_problem(user_id: &str) -> Option<&'static str> {
     None
 }
 
+/// A request body that names a web user.
+trait FromWebUser {
+    fn user_id(&self) -> &str;
+}
+
+impl FromWebUser for ChatRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+impl FromWebUser for FeedbackRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+/// The request, or the 4xx status and reason that say why it is not one:
+/// malformed JSON, or a missing or oversized user id.
+fn accept<T: FromWebUser>(body: Result<Json<T>, JsonRejection>) -> Result<T, (StatusCode, String)> {
+    let Json(request) = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
+    if let Some(problem) = user_id_problem(request.user_id()) {
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, problem.to_owned()));
+    }
+    Ok(request)
+}
+
 async fn chat(
     State(handler): State<Arc<dyn Handler>>,
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Response {
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    let request = match accept(body) {
+        Ok(request) => request,
+        Err((status, reason)) => return error(status, &reason),
     };
-    if let Some(problem) = user_id_problem(&request.user_id) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, problem);
-    }
     if request.text.trim().is_empty() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "text must not be empty");
     }
@@ -157,13 +177,10 @@ async fn feedback(
     State(handler): State<Arc<dyn Handler>>,
     body: Result<Json<FeedbackRequest>, JsonRejection>,
 ) -> Response {
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    let request = match accept(body) {
+        Ok(request) => request,
+        Err((status, reason)) => return error(status, &reason),
     };
-    if let Some(problem) = user_id_problem(&request.user_id) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, problem);
-    }
     let user = UserKey::new(Channel::Web, request.user_id);
     match handler
         .feedback(&user, &request.turn_id, request.rating)

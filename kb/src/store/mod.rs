@@ -251,6 +251,16 @@ pub trait PointStore: Send + Sync + 'static {
     async fn optimize(&self, collection: &str) -> Result<(), StoreError>;
 }
 
+/// The payload of a record type. Every type stored as a payload is a
+/// struct (of strings, numbers and lists), which serialises to an object;
+/// anything else would be a programming error, stored as an empty payload.
+pub fn to_payload<T: serde::Serialize>(value: &T) -> Payload {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Payload::new(),
+    }
+}
+
 /// Reads every point the filter accepts, page by page.
 pub async fn scroll_all(
     store: &dyn PointStore,

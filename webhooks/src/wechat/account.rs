@@ -357,42 +357,16 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::message::{Block, BlockRole, HandlerError, Rating, Reply, ReplyKind};
+    use crate::message::EchoHandler;
     use crate::wechat::crypto::url_signature;
 
     const TOKEN: &str = "test-token";
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
     const APP_ID: &str = "wx0123456789abcdef";
 
-    struct Echo;
-
-    #[async_trait::async_trait]
-    impl Handler for Echo {
-        async fn handle(&self, message: Incoming) -> Result<Reply, HandlerError> {
-            let text = match &message.content {
-                Content::Text { text } => format!("答：{text}"),
-                other => format!("{other:?}"),
-            };
-            Ok(Reply {
-                turn_id: "t".into(),
-                kind: ReplyKind::Answer,
-                blocks: vec![Block::new(BlockRole::Body, text)],
-                citations: Vec::new(),
-                suggestions: Vec::new(),
-                quick_replies: Vec::new(),
-                confidence: 1.0,
-                feedback: false,
-            })
-        }
-
-        async fn feedback(&self, _: &UserKey, _: &str, _: Rating) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
-
     fn app() -> Router {
         router(
-            Arc::new(Echo),
+            Arc::new(EchoHandler),
             AccountConfig {
                 token: TOKEN.into(),
                 encoding_aes_key: Some(KEY.into()),

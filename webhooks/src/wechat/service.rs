@@ -113,6 +113,10 @@ impl CustomerService {
         })
     }
 
+    fn api_url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.api_base.trim_end_matches('/'))
+    }
+
     fn token_key(&self) -> String {
         format!("wechat:token:{}", self.config.app_id)
     }
@@ -204,13 +208,9 @@ impl CustomerService {
         let mut refresh = false;
         loop {
             let token = self.access_token(refresh).await?;
-            let url = format!(
-                "{}/cgi-bin/message/custom/send",
-                self.config.api_base.trim_end_matches('/')
-            );
             let response: SendResponse = self
                 .http
-                .post(url)
+                .post(self.api_url("/cgi-bin/message/custom/send"))
                 .query(&[("access_token", token.as_str())])
                 .json(&body)
                 .send()

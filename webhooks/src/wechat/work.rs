@@ -119,45 +119,16 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::message::{
-        Block, BlockRole, HandlerError, Incoming, Rating, Reply, ReplyKind, UserKey,
-    };
+    use crate::message::EchoHandler;
     use crate::wechat::xml::{InboundKind, parse_message as parse_reply};
 
     const TOKEN: &str = "wecom-token";
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
     const CORP_ID: &str = "ww0123456789abcdef";
 
-    struct Echo;
-
-    #[async_trait::async_trait]
-    impl Handler for Echo {
-        async fn handle(&self, message: Incoming) -> Result<Reply, HandlerError> {
-            let text = format!(
-                "{}:{}",
-                message.user.storage_key(),
-                message.content.text().unwrap_or_default()
-            );
-            Ok(Reply {
-                turn_id: "t".into(),
-                kind: ReplyKind::Answer,
-                blocks: vec![Block::new(BlockRole::Body, text)],
-                citations: Vec::new(),
-                suggestions: Vec::new(),
-                quick_replies: Vec::new(),
-                confidence: 1.0,
-                feedback: false,
-            })
-        }
-
-        async fn feedback(&self, _: &UserKey, _: &str, _: Rating) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
-
     fn app() -> Router {
         router(
-            Arc::new(Echo),
+            Arc::new(EchoHandler),
             AccountConfig {
                 token: TOKEN.into(),
                 encoding_aes_key: Some(KEY.into()),
@@ -237,7 +208,7 @@ mod tests {
         let InboundKind::Text { content } = reply.kind else {
             panic!("not text: {plaintext}");
         };
-        assert_eq!(content, "wecom:zhangsan:你好");
+        assert_eq!(content, "答：你好");
 
         // A message for another corp does not decrypt; a bad signature is refused.
         let other = MessageCrypto::new(TOKEN, KEY, "ww-other").expect("crypto");
