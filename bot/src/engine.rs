@@ -49,6 +49,9 @@ const RELATED_MIN_CONFIDENCE: f32 = 0.05;
 /// A message routed to a technical demand with less confidence than this
 /// is answered as a question instead of opening a filing form.
 const FORM_MIN_CONFIDENCE: f32 = 0.05;
+/// A question asked during a form is answered (rather than read as the
+/// form's answer) when routed to science questions with this confidence.
+const FORM_ESCAPE_MIN_CONFIDENCE: f32 = 0.1;
 /// Capabilities shown when a demand is filed.
 const MAX_MATCHES: usize = 3;
 /// A user's demands listed by "查询需求" without a number.
@@ -221,6 +224,31 @@ const NEGATIVE_FEEDBACK: &[&str] = &[
 
 const THANKS: &[&str] = &["谢", "感谢", "辛苦"];
 const FAREWELL: &[&str] = &["再见", "拜拜", "晚安", "再会", "下次"];
+
+/// Words that make a message a question rather than an answer to one of
+/// the form's questions (an organisation, a budget, a name has none).
+const QUESTION_WORDS: &[&str] = &[
+    "吗",
+    "呢",
+    "?",
+    "？",
+    "咋",
+    "怎么",
+    "如何",
+    "什么",
+    "啥",
+    "为什么",
+    "为啥",
+    "哪些",
+    "能不能",
+    "会不会",
+    "是不是",
+    "要不要",
+];
+
+fn looks_like_a_question(normalised: &str) -> bool {
+    QUESTION_WORDS.iter().any(|w| normalised.contains(w))
+}
 
 /// Today in China, for reading relative deadlines.
 fn china_today() -> time::Date {
@@ -568,18 +596,12 @@ impl Engine {
     /// Routes a text as the engine would, without answering it (for
     /// `wenke eval --routes` and hit testing).
     pub async fn route(&self, text: &str) -> Result<RouteDecision, EngineError> {
-        let analyzer = self.kb.analyzer();
-        let query = analyzer.analyze_query(text);
+        let query = self.kb.analyzer().analyze_query(text);
         if let Some(decision) = Router::by_rule(&query.normalised) {
             return Ok(decision);
         }
-        let vector = self
-            .kb
-            .embed_query(&analyzer.embedding_text(&query.rewritten))
-            .await?;
         let editable = Arc::clone(&self.editable.read());
-        let signals = Self::signals(&editable, &query.rewritten);
-        Ok(editable.router.route(&query.normalised, &vector, signals))
+        self.decide(&query, &editable).await
     }
 
     fn signals(editable: &Editable, rewritten: &str) -> Signals {
@@ -588,6 +610,23 @@ impl Engine {
             names_subject: !vocabulary.crops_in(rewritten).is_empty()
                 || !vocabulary.subjects_in(rewritten).is_empty(),
         }
+    }
+
+    /// Routes an analysed text by the nearest labelled examples and cues
+    /// (the rules having said nothing); embeds it once, and the KB's cache
+    /// serves the same vector to the search that may follow.
+    async fn decide(
+        &self,
+        query: &kb::text::AnalyzedQuery,
+        editable: &Editable,
+    ) -> Result<RouteDecision, EngineError> {
+        let analyzer = self.kb.analyzer();
+        let vector = self
+            .kb
+            .embed_query(&analyzer.embedding_text(&query.rewritten))
+            .await?;
+        let signals = Self::signals(editable, &query.rewritten);
+        Ok(editable.router.route(&query.normalised, &vector, signals))
     }
 
     async fn handle_once(&self, message: Incoming) -> Result<Reply, EngineError> {
@@ -792,8 +831,33 @@ impl Engine {
             ));
         }
         if let Some(form) = self.forms.load(turn.user).await? {
-            let wants_person = Router::by_rule(normalised).is_some_and(|d| d.route == Route::Human);
+            let rule = Router::by_rule(normalised);
+            let wants_person = rule.as_ref().is_some_and(|d| d.route == Route::Human);
             if !wants_person {
+                // A science question asked in the middle of a form is
+                // answered, and the form waits for its answer.
+                if rule.is_none() && looks_like_a_question(normalised) {
+                    let decision = self.decide(&query, editable).await?;
+                    if decision.route == Route::ScienceQuestion
+                        && decision.confidence >= FORM_ESCAPE_MIN_CONFIDENCE
+                    {
+                        let mut handled = self
+                            .answer_question(&query.rewritten, turn, editable)
+                            .await?;
+                        let kind = match form.kind {
+                            FormKind::Demand => "demand",
+                            FormKind::Capability => "capability",
+                        };
+                        handled.blocks.push(Block::new(
+                            BlockRole::Hint,
+                            prompts
+                                .render("intake_paused.j2", serde_json::json!({ "kind": kind }))?,
+                        ));
+                        handled.route = decision.route.as_str().to_owned();
+                        handled.route_confidence = decision.confidence;
+                        return Ok(handled);
+                    }
+                }
                 return self.continue_form(form, text, turn, editable).await;
             }
         }
@@ -805,14 +869,7 @@ impl Engine {
 
         let decision = match Router::by_rule(normalised) {
             Some(decision) => decision,
-            None => {
-                let vector = self
-                    .kb
-                    .embed_query(&analyzer.embedding_text(&query.rewritten))
-                    .await?;
-                let signals = Self::signals(editable, &query.rewritten);
-                editable.router.route(normalised, &vector, signals)
-            }
+            None => self.decide(&query, editable).await?,
         };
         let mut handled = match decision.route {
             Route::ScienceQuestion => {

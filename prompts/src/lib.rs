@@ -46,6 +46,7 @@ const BUILTIN: &[(&str, &str)] = &[
     template!("in_progress.j2"),
     template!("intake_ask.j2"),
     template!("intake_cancelled.j2"),
+    template!("intake_paused.j2"),
     template!("intake_summary.j2"),
     template!("link.j2"),
     template!("location.j2"),
