@@ -76,6 +76,7 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     let deadline = Instant::now() + config.duration;
     let run_id = uuid::Uuid::new_v4();
     let clients = config.clients.max(1);
+    let mix = config.mix;
     let mut tasks = Vec::new();
     for index in 0..config.clients {
         let client = client.clone();
@@ -86,10 +87,18 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
             let mut errors = 0usize;
             let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
             let mut next = index * pool.len() / clients;
-            let user = format!("bench-{run_id}-{index}");
+            let client_user = format!("bench-{run_id}-{index}");
             while Instant::now() < deadline {
                 let question = &pool[next % pool.len()];
                 next += 1;
+                // Dev-set questions are unrelated to each other: in the
+                // distinct mix each comes from a new user, so one question
+                // routed to a demand does not turn the next ones into
+                // answers of a filing form.
+                let user = match mix {
+                    Mix::Distinct => format!("{client_user}-{next}"),
+                    Mix::Repeated => client_user.clone(),
+                };
                 let started = Instant::now();
                 let response = client
                     .post(&endpoint)
