@@ -323,7 +323,11 @@ async fn forms_survive_restarts_and_instance_switches() -> anyhow::Result<()> {
     // A science question in the middle is answered; the form waits.
     let aside = engine.handle(message(&user, "洋芋叶子发黑咋个办")).await?;
     assert!(text_of(&aside).contains("晚疫病"), "{}", text_of(&aside));
-    assert!(text_of(&aside).contains("还没登记完"), "{}", text_of(&aside));
+    assert!(
+        text_of(&aside).contains("还没登记完"),
+        "{}",
+        text_of(&aside)
+    );
 
     // "Restart": the same data, an empty session store.
     let restarted = second_engine(&engine, Arc::new(MemorySessionStore::new())).await?;
