@@ -518,7 +518,7 @@ impl Engine {
                     "note": claim.note,
                 }),
             )?;
-            self.notify(&filer.user, text).await?;
+            self.notify(&filer.user, text).await;
         }
         Ok(demand)
     }
@@ -545,7 +545,7 @@ impl Engine {
                     "text": line.text,
                 }),
             )?;
-            self.notify(&filer.user, text).await?;
+            self.notify(&filer.user, text).await;
         }
         Ok(demand)
     }
@@ -565,22 +565,35 @@ impl Engine {
     /// Tells a user something outside a reply: pushed at once where the
     /// channel can, else (or when the push fails) kept as a notice for the
     /// user's next reply.
-    async fn notify(&self, user_key: &str, text: String) -> Result<(), EngineError> {
-        let notice = self.notices.push(user_key, text.clone()).await?;
+    ///
+    /// The change it tells of is already saved, so a failure here is
+    /// logged, not returned: the caller must not retry (and repeat) the
+    /// change because a notice could not be queued.
+    async fn notify(&self, user_key: &str, text: String) {
+        let notice = match self.notices.push(user_key, text.clone()).await {
+            Ok(notice) => notice,
+            Err(error) => {
+                tracing::error!(%error, user = user_key, "notice lost: the notices store failed");
+                return;
+            }
+        };
         let Some(user) = UserKey::from_storage_key(user_key) else {
-            return Ok(());
+            return;
         };
         let pusher = self.pushers.read().get(&user.channel).cloned();
         let Some(pusher) = pusher else {
-            return Ok(());
+            return;
         };
         match pusher.push(&user, &text).await {
-            Ok(()) => self.notices.delivered(vec![notice.id]).await?,
+            Ok(()) => {
+                if let Err(error) = self.notices.delivered(vec![notice.id]).await {
+                    tracing::warn!(%error, "pushed notice stays queued and will repeat once");
+                }
+            }
             Err(error) => {
                 tracing::info!(%error, user = user_key, "notice kept for the next contact");
             }
         }
-        Ok(())
     }
 
     /// The session store.

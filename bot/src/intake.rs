@@ -262,8 +262,12 @@ impl IntakeWords {
         names
     }
 
+    /// Whether the user gives up: a message that starts with a cancel word
+    /// ("算了，取消"), or says 取消 outright. A cancel word inside an answer
+    /// ("我们算了一下，每亩损失三成") is not one.
     fn is_cancel(&self, text: &str) -> bool {
-        self.cancel.iter().any(|w| text.contains(w.as_str()))
+        let bare = strip_punctuation(text);
+        bare.contains("取消") || self.cancel.iter().any(|w| bare.starts_with(w.as_str()))
     }
 
     fn is_confirm(&self, text: &str) -> bool {
@@ -278,6 +282,32 @@ impl IntakeWords {
 
     fn is_correction(&self, text: &str) -> bool {
         self.correction.iter().any(|w| text.contains(w.as_str()))
+    }
+
+    /// What a correction changes a slot to: "是德阳不是绵阳" → "是德阳" (what
+    /// follows 不是 was wrong), "单位改成宜宾示例有限公司" → "宜宾示例有限公司"
+    /// (what follows the last correction word).
+    fn corrected_value(&self, text: &str) -> String {
+        let mut meant = text.to_owned();
+        if let Some(at) = meant.find("不是") {
+            let tail = &meant[at..];
+            let wrong_end = tail
+                .char_indices()
+                .skip(2)
+                .find(|(_, c)| is_punctuation(*c) || c.is_whitespace())
+                .map_or(tail.len(), |(i, _)| i);
+            meant = format!("{}{}", &meant[..at], &tail[wrong_end..]);
+        }
+        let last = self
+            .correction
+            .iter()
+            .filter(|w| w.as_str() != "不是")
+            .filter_map(|w| meant.rfind(w.as_str()).map(|at| at + w.len()))
+            .max();
+        match last {
+            Some(end) if !trim_answer(&meant[end..]).is_empty() => trim_answer(&meant[end..]),
+            _ => meant,
+        }
     }
 
     /// What is left of a text once its filler words are taken out.
@@ -648,22 +678,18 @@ impl Form {
         if self.confirming && words.is_confirm(text) {
             return Step::File;
         }
-        let correcting = words.is_correction(text) || self.confirming;
-        // "是德阳不是绵阳": the part after 不是 is what was wrong.
-        let meant = match text.find("不是") {
-            Some(at) if correcting => {
-                let (head, tail) = text.split_at(at);
-                let wrong_end = tail
-                    .char_indices()
-                    .skip(2)
-                    .find(|(_, c)| is_punctuation(*c) || c.is_whitespace())
-                    .map_or(tail.len(), |(i, _)| i);
-                format!("{head}{}", &tail[wrong_end..])
-            }
-            _ => text.to_owned(),
+        // A correction names what it changes ("预算改成50万", "地区写错了"),
+        // or comes at the summary; "产品不是很稳定" answering a question is
+        // an answer.
+        let target = correction_target(text);
+        let correcting = self.confirming || (words.is_correction(text) && target.is_some());
+        let meant = if correcting {
+            words.corrected_value(text)
+        } else {
+            text.to_owned()
         };
         let asking = if correcting {
-            correction_target(&meant).or(self.asking)
+            target.or(self.asking)
         } else {
             self.asking
         };
@@ -761,7 +787,8 @@ impl Form {
         changed |= put(&mut draft.deadline, reading.deadline, overwrite);
         if let Some(place) = reading.place
             && (draft.city.is_none() || overwrite)
-            && draft.city.as_ref() != Some(&place.city)
+            && (draft.city.as_ref() != Some(&place.city)
+                || (place.county.is_some() && draft.county != place.county))
         {
             draft.city = Some(place.city);
             draft.county = place.county;
@@ -985,6 +1012,46 @@ mod tests {
             Some("2027年底前")
         );
         assert!(!demand.problem.contains("13800078912"));
+    }
+
+    #[test]
+    fn answers_with_cancel_or_correction_words_inside_are_answers() {
+        let (words, regions) = context();
+        let context = IntakeContext {
+            words: &words,
+            regions,
+            today: date!(2026 - 12 - 01),
+        };
+        let (mut form, _) = Form::start(
+            "f2".into(),
+            FormKind::Demand,
+            "你好，想发布一个需求",
+            &context,
+        );
+        let step = form.answer("我们的产品不是很稳定，老开裂，是做陶瓷材料的", &context);
+        assert!(form.draft.problem.is_some(), "{step:?}");
+        let step = form.answer("我们算了一下，大概20万", &context);
+        assert_ne!(step, Step::Cancelled);
+        assert_eq!(form.draft.budget.and_then(|b| b.min_yuan), Some(200_000));
+        for answer in [
+            "三个月内",
+            "宜宾翠屏区",
+            "宜宾示例陶瓷有限公司",
+            "张工 13800012345",
+        ] {
+            form.answer(answer, &context);
+        }
+        assert!(form.confirming);
+        form.answer("单位改成宜宾示例新材料有限公司", &context);
+        assert_eq!(
+            form.draft.organisation.as_deref(),
+            Some("宜宾示例新材料有限公司")
+        );
+        form.answer("联系人改成李工", &context);
+        assert_eq!(form.draft.contact_name.as_deref(), Some("李工"));
+        form.answer("地区写错了，是南溪区不是翠屏区", &context);
+        assert_eq!(form.draft.county.as_deref(), Some("南溪区"));
+        assert_eq!(form.answer("算了，取消", &context), Step::Cancelled);
     }
 
     #[test]

@@ -575,6 +575,13 @@ pub struct ListingBook {
     /// The highest serial stored per sequence, read once per process: the
     /// serial source counts from there.
     floors: tokio::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Held across every read-check-write of a listing (filing, claims,
+    /// staff changes), so two concurrent changes in this process cannot
+    /// both pass a check or overwrite each other. Instances of a server
+    /// deployment do not share it: there two "确认" of one form at the same
+    /// moment could still both file (the engine's per-message dedup and
+    /// the id derived from the form make the second overwrite the first).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ListingBook {
@@ -631,9 +638,11 @@ pub fn parse_number(number: &str) -> Option<(i32, u64)> {
 }
 
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    // Mainland mobiles, optionally written in groups (138-0012-3456), and
-    // landlines with an area code (028-8765 4321).
-    Regex::new(r"1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}|0\d{2,3}[\s-]?\d{7,8}").expect("valid regex")
+    // Runs of digits with the separators people type inside phone numbers
+    // (138-0012-3456, 13800-0123-48, 028 8765 4321, full-width dashes): the
+    // same runs the form reads phone numbers from, so whatever it could
+    // take for a number is masked.
+    Regex::new(r"[0-9０-９][0-9０-９\s\-－]{5,}[0-9０-９]").expect("valid regex")
 });
 
 /// Masks every phone number in a text, keeping the first three and last
@@ -641,10 +650,22 @@ static PHONE: LazyLock<Regex> = LazyLock::new(|| {
 pub fn mask_phones(text: &str) -> String {
     PHONE
         .replace_all(text, |found: &regex::Captures<'_>| {
-            let digits: String = found[0].chars().filter(char::is_ascii_digit).collect();
+            let digits: String = found[0]
+                .chars()
+                .filter_map(|c| c.to_digit(10).or_else(|| full_width_digit(c)))
+                .filter_map(|d| char::from_digit(d, 10))
+                .collect();
+            // Shorter runs are amounts and dates (20260331, 500000), not phones.
+            if digits.len() < 9 {
+                return found[0].to_owned();
+            }
             mask_phone(&digits)
         })
         .into_owned()
+}
+
+fn full_width_digit(c: char) -> Option<u32> {
+    ('０'..='９').contains(&c).then(|| c as u32 - '０' as u32)
 }
 
 /// Masks one phone number given as digits.
@@ -662,8 +683,12 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The year in China, which numbers are counted by (at 01:00 on 1 January
+/// in China it is still the old year in UTC).
 fn current_year() -> i32 {
-    OffsetDateTime::now_utc().year()
+    OffsetDateTime::now_utc()
+        .to_offset(time::macros::offset!(+8))
+        .year()
 }
 
 /// Reads a stored listing back; a payload that does not parse is reported
@@ -701,6 +726,7 @@ impl ListingBook {
             analyzer,
             serials,
             floors: tokio::sync::Mutex::default(),
+            writes: tokio::sync::Mutex::default(),
         })
     }
 
@@ -784,6 +810,7 @@ impl ListingBook {
         external_key: Option<String>,
     ) -> Result<Demand, ListingError> {
         validate_demand(&content)?;
+        let _writing = self.writes.lock().await;
         let id = listing_id("demand", origin);
         if let Some(existing) = self.demand_by_id(id).await? {
             return Ok(existing);
@@ -897,6 +924,7 @@ impl ListingBook {
         update: StaffUpdate,
         actor: &str,
     ) -> Result<Demand, ListingError> {
+        let _writing = self.writes.lock().await;
         let mut demand = self
             .demand(number)
             .await?
@@ -956,6 +984,7 @@ impl ListingBook {
     /// Records a capability holder's claim (揭榜) of a published demand;
     /// claiming twice with the same capability keeps the first claim.
     pub async fn claim(&self, number: &str, claim: NewClaim) -> Result<Demand, ListingError> {
+        let _writing = self.writes.lock().await;
         let mut demand = self
             .demand(number)
             .await?
@@ -1037,6 +1066,7 @@ impl ListingBook {
         external_key: Option<String>,
     ) -> Result<(Capability, bool), ListingError> {
         validate_capability(&content)?;
+        let _writing = self.writes.lock().await;
         let id = listing_id("capability", origin);
         if let Some(existing) = self.capability_by_id(id).await? {
             return Ok((existing, false));
@@ -1534,6 +1564,10 @@ mod tests {
         assert_eq!(mask_phones("电话138-0012-3456。"), "电话138****3456。");
         assert_eq!(mask_phones("座机028-87654321"), "座机028****4321");
         assert_eq!(mask_phones("预算20万"), "预算20万");
+        assert_eq!(mask_phones("白经理 13800-0123-48"), "白经理 138****2348");
+        assert_eq!(mask_phones("请打028-8765-4321"), "请打028****4321");
+        assert_eq!(mask_phones("手机１３８０００１２３４５"), "手机138****2345");
+        assert_eq!(mask_phones("2027-03-31前完成"), "2027-03-31前完成");
     }
 
     #[test]

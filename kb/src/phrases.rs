@@ -190,8 +190,11 @@ fn to_yuan(value: f64) -> u64 {
 pub fn read_budget(text: &str, asked: bool) -> Option<BudgetReading> {
     let found = amounts(text);
     let cued = BUDGET_CUES.iter().any(|cue| text.contains(cue));
-    let mut index = None;
-    for (i, amount) in found.iter().enumerate() {
+    // An amount that says it is money (a unit, 元, a cue word, the start of
+    // a range) wins; only when there is none does a bare number count, and
+    // only as the answer to "预算多少" ("三五万吧" has a unit, "我们算了一下，
+    // 大概20万" has one after a bare 一).
+    let says_money = |i: usize, amount: &Amount| {
         let before = &text[..amount.start];
         let cue_near = BUDGET_CUES.iter().any(|cue| {
             before.ends_with(cue)
@@ -199,16 +202,16 @@ pub fn read_budget(text: &str, asked: bool) -> Option<BudgetReading> {
                     .trim_end_matches(['：', ':', '是', ' '])
                     .ends_with(cue)
         });
-        let money = amount.money_mark || cue_near || (asked && found.len() <= 2);
-        // The first of a range may be bare ("5到10万").
         let starts_range = found.get(i + 1).is_some_and(|next| {
             next.money_mark && CONNECTOR.is_match(&text[amount.end..next.start])
         });
-        if money || starts_range || (cued && amount.unit.is_some()) {
-            index = Some(i);
-            break;
-        }
-    }
+        amount.money_mark || cue_near || starts_range || (cued && amount.unit.is_some())
+    };
+    let index = found
+        .iter()
+        .enumerate()
+        .position(|(i, amount)| says_money(i, amount))
+        .or_else(|| (asked && !found.is_empty() && found.len() <= 2).then_some(0));
     let Some(index) = index else {
         let negotiable = NEGOTIABLE.iter().any(|w| text.contains(w));
         return negotiable.then(|| {
@@ -286,7 +289,13 @@ fn month_of(number: u32) -> Option<Month> {
         .and_then(|n| Month::try_from(n).ok())
 }
 
+/// Deadlines further out than this are not deadlines ("400000000年内").
+const MAX_MONTHS_AHEAD: u32 = 100 * 12;
+
 fn add_months(today: Date, months: u32) -> Option<Date> {
+    if months > MAX_MONTHS_AHEAD {
+        return None;
+    }
     let total = today.year() * 12 + (today.month() as i32 - 1) + months as i32;
     let year = total.div_euclid(12);
     let month = month_of((total.rem_euclid(12) + 1) as u32)?;
@@ -383,11 +392,21 @@ pub fn read_deadline(text: &str, today: Date, asked: bool) -> Option<DeadlineRea
         if !has_date_part && !year_text.is_some_and(|y| y.ends_with('年') && y.len() > 6) {
             continue;
         }
+        // A year is four digits of their own (not the tail of 400000000年)
+        // and near enough to be a deadline.
+        if let Some(year) = found.name("year")
+            && text[..year.start()].ends_with(|c: char| c.is_ascii_digit())
+        {
+            continue;
+        }
         let year = match year_text {
             Some("今年") | None => today.year(),
             Some("明年") => today.year() + 1,
             Some("后年") => today.year() + 2,
-            Some(digits) => digits.trim_end_matches('年').parse().ok()?,
+            Some(digits) => match digits.trim_end_matches('年').parse::<i32>() {
+                Ok(year) if (today.year() - 1..=today.year() + 100).contains(&year) => year,
+                _ => continue,
+            },
         };
         let before = found.name("before").is_some();
         let numeric_year = year_text.is_some_and(|y| y.len() > 6);
@@ -478,7 +497,7 @@ pub fn read_deadline(text: &str, today: Date, asked: bool) -> Option<DeadlineRea
             let n = small_number(count)?;
             match unit {
                 "个月" => add_months(today, n),
-                "年" => add_months(today, n * 12),
+                "年" => add_months(today, n.checked_mul(12)?),
                 "天" => today.checked_add(Duration::days(i64::from(n))),
                 _ => today.checked_add(Duration::weeks(i64::from(n))),
             }
@@ -602,6 +621,11 @@ mod tests {
                 Some((Some(150_000), Some(150_000), false)),
             ),
             ("面议", true, Some((None, None, true))),
+            (
+                "我们算了一下，大概20万",
+                true,
+                Some((Some(200_000), Some(200_000), false)),
+            ),
             ("合作社800亩红心猕猴桃", false, None),
             ("放三四个月就有哈喇味", false, None),
             ("良品率只有70%左右", false, None),
@@ -650,6 +674,17 @@ mod tests {
         assert_eq!(unasked("这两年溃疡病越来越重"), None);
         assert_eq!(unasked("我们茶园今年夏天遭干旱"), None);
         assert_eq!(unasked("做火锅底料的"), None);
+        // Absurd counts are no deadline, and never a panic.
+        for absurd in ["400000000年内", "2147480000个月内", "99999999999天内"] {
+            let read = read_deadline(absurd, date!(2026 - 12 - 01), true);
+            assert!(
+                matches!(
+                    read,
+                    Some(DeadlineReading::By(Deadline { by: None, .. })) | None
+                ),
+                "{absurd}: {read:?}"
+            );
+        }
         assert!(unasked("预算20万左右，三个月内解决").is_some());
     }
 

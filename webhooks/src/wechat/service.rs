@@ -99,6 +99,12 @@ fn unavailable(error: impl std::fmt::Display) -> PushError {
     PushError::Unavailable(error.to_string())
 }
 
+/// A failed API call, without its URL: the URL carries the AppSecret or
+/// the access token, and this error is logged.
+fn call_failed(error: reqwest::Error) -> PushError {
+    PushError::Unavailable(error.without_url().to_string())
+}
+
 impl CustomerService {
     /// A client over the shared cache.
     pub fn new(config: ServiceConfig, cache: Arc<dyn SharedCache>) -> Result<Self, PushError> {
@@ -157,10 +163,10 @@ impl CustomerService {
             ])
             .send()
             .await
-            .map_err(unavailable)?
+            .map_err(call_failed)?
             .json()
             .await
-            .map_err(unavailable)?;
+            .map_err(call_failed)?;
         let Some(token) = response.access_token else {
             return Err(PushError::Unavailable(format!(
                 "no access token: {} {}",
@@ -215,10 +221,10 @@ impl CustomerService {
                 .json(&body)
                 .send()
                 .await
-                .map_err(unavailable)?
+                .map_err(call_failed)?
                 .json()
                 .await
-                .map_err(unavailable)?;
+                .map_err(call_failed)?;
             match response.errcode {
                 0 => return Ok(()),
                 code if TOKEN_INVALID.contains(&code) && !refresh => refresh = true,
