@@ -4,10 +4,13 @@
 //! Per message: dedup (a channel's retry of a message already handled gets
 //! the same reply, without doing the work twice) → rate limit → by kind of
 //! message: text (and recognised voice) goes through normalisation → the
-//! safety filter → commands from quick replies ("详细", "通知我") → routing
-//! → the route's handler; other kinds (pictures, locations, follows, menu
-//! taps) get their own replies → render through templates → save the
-//! session → log the turn.
+//! safety filter → a filing form in progress takes it (unless it asks for a
+//! person, or is a science question, answered while the form waits) →
+//! commands from quick replies ("详细", "通知我") → routing → the route's
+//! handler (a technical demand or capability offer opens a form); other
+//! kinds (pictures, locations, follows, menu taps) get their own replies →
+//! render through templates → save the session → waiting notices go first
+//! → log the turn.
 //!
 //! Every user-facing text comes from a template in `prompts/`; every answer
 //! comes from a [`PublishedEntry`], so no unpublished text can reach a user.
