@@ -361,20 +361,13 @@ mod tests {
     use crate::wechat::crypto::url_signature;
 
     const TOKEN: &str = "test-token";
-    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const KEY: &str = crate::wechat::TEST_KEY;
     const APP_ID: &str = "wx0123456789abcdef";
 
     fn app() -> Router {
         router(
             Arc::new(EchoHandler),
-            AccountConfig {
-                token: TOKEN.into(),
-                encoding_aes_key: Some(KEY.into()),
-                app_id: APP_ID.into(),
-                reply_budget: Duration::from_secs(4),
-                service: None,
-                interim_text: "正在查询权威答案，请稍候…".into(),
-            },
+            crate::wechat::test_config(TOKEN, APP_ID),
         )
         .expect("router")
     }

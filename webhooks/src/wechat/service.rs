@@ -99,10 +99,20 @@ fn unavailable(error: impl std::fmt::Display) -> PushError {
     PushError::Unavailable(error.to_string())
 }
 
-/// A failed API call, without its URL: the URL carries the AppSecret or
-/// the access token, and this error is logged.
-fn call_failed(error: reqwest::Error) -> PushError {
-    PushError::Unavailable(error.without_url().to_string())
+/// Sends an API request and reads its JSON answer. A failure is reported
+/// without its URL: the URL carries the AppSecret or the access token, and
+/// the error is logged.
+async fn call<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, PushError> {
+    let failed = |error: reqwest::Error| PushError::Unavailable(error.without_url().to_string());
+    request
+        .send()
+        .await
+        .map_err(failed)?
+        .json()
+        .await
+        .map_err(failed)
 }
 
 impl CustomerService {
@@ -149,24 +159,12 @@ impl CustomerService {
         if !refresh && let Some(token) = self.cache.get(&self.token_key()).await {
             return Ok(token);
         }
-        let url = format!(
-            "{}/cgi-bin/token",
-            self.config.api_base.trim_end_matches('/')
-        );
-        let response: TokenResponse = self
-            .http
-            .get(url)
-            .query(&[
-                ("grant_type", "client_credential"),
-                ("appid", self.config.app_id.as_str()),
-                ("secret", self.config.secret.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(call_failed)?
-            .json()
-            .await
-            .map_err(call_failed)?;
+        let response: TokenResponse = call(self.http.get(self.api_url("/cgi-bin/token")).query(&[
+            ("grant_type", "client_credential"),
+            ("appid", self.config.app_id.as_str()),
+            ("secret", self.config.secret.as_str()),
+        ]))
+        .await?;
         let Some(token) = response.access_token else {
             return Err(PushError::Unavailable(format!(
                 "no access token: {} {}",
@@ -214,17 +212,13 @@ impl CustomerService {
         let mut refresh = false;
         loop {
             let token = self.access_token(refresh).await?;
-            let response: SendResponse = self
-                .http
-                .post(self.api_url("/cgi-bin/message/custom/send"))
-                .query(&[("access_token", token.as_str())])
-                .json(&body)
-                .send()
-                .await
-                .map_err(call_failed)?
-                .json()
-                .await
-                .map_err(call_failed)?;
+            let response: SendResponse = call(
+                self.http
+                    .post(self.api_url("/cgi-bin/message/custom/send"))
+                    .query(&[("access_token", token.as_str())])
+                    .json(&body),
+            )
+            .await?;
             match response.errcode {
                 0 => return Ok(()),
                 code if TOKEN_INVALID.contains(&code) && !refresh => refresh = true,

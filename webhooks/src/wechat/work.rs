@@ -112,8 +112,6 @@ pub fn router(handler: Arc<dyn Handler>, config: AccountConfig) -> Result<Router
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
@@ -123,20 +121,13 @@ mod tests {
     use crate::wechat::xml::{InboundKind, parse_message as parse_reply};
 
     const TOKEN: &str = "wecom-token";
-    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const KEY: &str = crate::wechat::TEST_KEY;
     const CORP_ID: &str = "ww0123456789abcdef";
 
     fn app() -> Router {
         router(
             Arc::new(EchoHandler),
-            AccountConfig {
-                token: TOKEN.into(),
-                encoding_aes_key: Some(KEY.into()),
-                app_id: CORP_ID.into(),
-                reply_budget: Duration::from_secs(4),
-                service: None,
-                interim_text: "请稍候".into(),
-            },
+            crate::wechat::test_config(TOKEN, CORP_ID),
         )
         .expect("router")
     }
