@@ -1,4 +1,5 @@
-//! `wenke bench chat`: load on `POST /api/chat` of a running server.
+//! `wenke bench chat`: load on `POST /api/chat` (or, with `--target
+//! wechat`, on `POST /wechat` as WeChat sends it) of a running server.
 //!
 //! A fixed number of clients, each sending its next question as soon as
 //! the previous reply arrives, for a fixed time. Questions come from the
@@ -7,6 +8,11 @@
 //! the same few questions again and again (what the caches are for). Each
 //! client is its own user, so rate limits apply per client as in real use;
 //! start the server with a high `--rate-limit` for the bench.
+//!
+//! The WeChat target signs every message with the account's token and, when
+//! an EncodingAESKey is given, sends it in safe mode and decrypts the
+//! passive reply; a reply of `success` (the answer missed the budget) counts
+//! as `late`, not as a reply.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,10 +30,34 @@ pub enum Mix {
     Repeated,
 }
 
+/// Which endpoint the clients load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// The web chat API, `POST /api/chat`.
+    Web,
+    /// The WeChat Official Account endpoint, `POST /wechat`.
+    Wechat,
+}
+
+/// How to talk to `/wechat` like WeChat does.
+#[derive(Clone)]
+pub struct WechatClient {
+    /// The account's server token.
+    pub token: String,
+    /// Its AppID.
+    pub app_id: String,
+    /// Safe mode's crypto, when an EncodingAESKey is configured.
+    pub crypto: Option<Arc<webhooks::wechat::crypto::MessageCrypto>>,
+}
+
 /// What to run.
 pub struct ChatBenchConfig {
     /// The server, e.g. `http://127.0.0.1:8080`.
     pub url: String,
+    /// Which endpoint.
+    pub target: Target,
+    /// The WeChat account, for [`Target::Wechat`].
+    pub wechat: Option<WechatClient>,
     /// Concurrent clients.
     pub clients: usize,
     /// How long to send.
@@ -72,15 +102,30 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;
-    let endpoint = format!("{}/api/chat", config.url.trim_end_matches('/'));
+    let base = config.url.trim_end_matches('/').to_owned();
+    let wechat = match config.target {
+        Target::Web => None,
+        Target::Wechat => Some(
+            config
+                .wechat
+                .clone()
+                .context("the WeChat target needs the account's token (WENKE_WECHAT_TOKEN)")?,
+        ),
+    };
     let deadline = Instant::now() + config.duration;
     let run_id = uuid::Uuid::new_v4();
+    // WeChat's MsgIds are numbers; this run's differ from earlier runs'.
+    let run_stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 100_000)
+        .unwrap_or_default();
     let clients = config.clients.max(1);
     let mix = config.mix;
     let mut tasks = Vec::new();
     for index in 0..config.clients {
         let client = client.clone();
-        let endpoint = endpoint.clone();
+        let base = base.clone();
+        let wechat = wechat.clone();
         let pool = Arc::clone(&pool);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -100,20 +145,19 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                     Mix::Repeated => client_user.clone(),
                 };
                 let started = Instant::now();
-                let response = client
-                    .post(&endpoint)
-                    .json(&serde_json::json!({ "user_id": user, "text": question }))
-                    .send()
-                    .await;
-                let reply: Option<serde_json::Value> = match response {
-                    Ok(r) if r.status().is_success() => r.json().await.ok(),
-                    _ => None,
+                let outcome = match &wechat {
+                    None => web_request(&client, &base, &user, question).await,
+                    Some(account) => {
+                        let message_id = format!("{run_stamp}{index:03}{next:09}");
+                        wechat_request(&client, &base, account, &user, &message_id, question).await
+                    }
                 };
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-                match reply {
-                    Some(reply) => {
-                        latencies.push(elapsed);
-                        let kind = reply["kind"].as_str().unwrap_or("?").to_owned();
+                match outcome {
+                    Some(kind) => {
+                        if kind != "late" {
+                            latencies.push(elapsed);
+                        }
                         *kinds.entry(kind).or_default() += 1;
                     }
                     None => errors += 1,
@@ -136,7 +180,8 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let seconds = config.duration.as_secs_f64();
     println!(
-        "chat bench: {} clients, {:?} mix, {:.0} s, {} questions in the pool",
+        "chat bench: {:?} target, {} clients, {:?} mix, {:.0} s, {} questions in the pool",
+        config.target,
         config.clients,
         config.mix,
         seconds,
@@ -153,4 +198,79 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     );
     println!("reply kinds: {kinds:?}");
     Ok(())
+}
+
+/// One web chat question; the reply's kind, `None` on failure.
+async fn web_request(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    question: &str,
+) -> Option<String> {
+    let response = client
+        .post(format!("{base}/api/chat"))
+        .json(&serde_json::json!({ "user_id": user, "text": question }))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let reply: serde_json::Value = response.json().await.ok()?;
+    Some(reply["kind"].as_str().unwrap_or("?").to_owned())
+}
+
+/// One text message to `/wechat`, signed (and in safe mode encrypted) as
+/// WeChat sends it; `text` for a passive text reply that parses, `late`
+/// for `success`, `None` for anything else.
+async fn wechat_request(
+    client: &reqwest::Client,
+    base: &str,
+    account: &WechatClient,
+    openid: &str,
+    message_id: &str,
+    question: &str,
+) -> Option<String> {
+    use webhooks::wechat::crypto::url_signature;
+    use webhooks::wechat::xml::{InboundKind, parse_envelope, parse_message};
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let nonce = message_id;
+    let inner = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{question}]]></Content><MsgId>{message_id}</MsgId></xml>",
+        account.app_id
+    );
+    let mut url = format!(
+        "{base}/wechat?signature={}&timestamp={now}&nonce={nonce}&openid={openid}",
+        url_signature(&account.token, &now, nonce)
+    );
+    let body = match &account.crypto {
+        None => inner,
+        Some(crypto) => {
+            let encrypt = crypto.encrypt(&inner);
+            url.push_str(&format!(
+                "&encrypt_type=aes&msg_signature={}",
+                crypto.msg_signature(&now, nonce, &encrypt)
+            ));
+            format!(
+                "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+                account.app_id
+            )
+        }
+    };
+    let response = client.post(url).body(body).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let bytes = response.bytes().await.ok()?;
+    if bytes.as_ref() == b"success" {
+        return Some("late".into());
+    }
+    let plaintext = match &account.crypto {
+        None => String::from_utf8(bytes.to_vec()).ok()?,
+        Some(crypto) => crypto.decrypt(&parse_envelope(&bytes).ok()?.encrypt).ok()?,
+    };
+    match parse_message(plaintext.as_bytes()).ok()?.kind {
+        InboundKind::Text { .. } => Some("text".into()),
+        _ => None,
+    }
 }

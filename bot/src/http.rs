@@ -3,7 +3,7 @@
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
 //! from `webhooks::web`), `GET /healthz`, the listings API
 //! ([`crate::listings_http`]) and the configured channels (`/wechat`,
-//! `/wecom`). Every request gets an
+//! `/wecom`, `/telegram`). Every request gets an
 //! `x-request-id` (kept when the client sends one) that appears in the
 //! request's log lines. Editable texts are watched: a change under the
 //! prompts directory is picked up within seconds, without a restart.
@@ -45,14 +45,16 @@ pub struct HttpConfig {
     pub wechat: Option<webhooks::wechat::account::AccountConfig>,
     /// The WeCom app, at `/wecom` (`app_id` is the corp id).
     pub wecom: Option<webhooks::wechat::account::AccountConfig>,
+    /// The Telegram bot; its route `/telegram` is served in webhook mode.
+    pub telegram: Option<Arc<webhooks::telegram::Telegram>>,
     /// The bearer token of the staff API (`/api/staff/*`).
     pub staff_token: Option<String>,
 }
 
-/// The WeChat customer-service client over the engine's session store (so
-/// instances share one access token), registered with the engine so that
-/// notices reach WeChat users at once.
-pub fn wechat_service(
+/// The WeChat customer-service (or WeCom app message) client over the
+/// engine's session store (so instances share one access token), registered
+/// with the engine so that notices reach the channel's users at once.
+pub fn message_service(
     engine: &Arc<Engine>,
     config: webhooks::wechat::service::ServiceConfig,
 ) -> Result<Arc<webhooks::wechat::service::CustomerService>, webhooks::message::PushError> {
@@ -60,8 +62,35 @@ pub fn wechat_service(
     let service = Arc::new(webhooks::wechat::service::CustomerService::new(
         config, cache,
     )?);
-    engine.register_push(webhooks::message::Channel::Wechat, service.clone());
+    engine.register_push(service.channel(), service.clone());
     Ok(service)
+}
+
+/// The Telegram bot over the engine, its button texts and answered updates
+/// in the session store, registered with the engine so that notices reach
+/// Telegram users at once. It receives nothing until
+/// [`webhooks::telegram::Telegram::start`].
+pub fn telegram_bot(
+    engine: &Arc<Engine>,
+    config: webhooks::telegram::TelegramConfig,
+) -> Result<Arc<webhooks::telegram::Telegram>, webhooks::telegram::TelegramError> {
+    let handler: Arc<dyn Handler> = engine.clone();
+    let cache = Arc::new(crate::session::SessionCache(Arc::clone(engine.sessions())));
+    let telegram = webhooks::telegram::Telegram::new(handler, cache, config)?;
+    engine.register_push(webhooks::message::Channel::Telegram, telegram.clone());
+    Ok(telegram)
+}
+
+/// The Telegram adapter's own texts, from the engine's templates.
+pub fn telegram_texts(
+    engine: &Engine,
+) -> Result<webhooks::telegram::TelegramTexts, crate::EngineError> {
+    Ok(webhooks::telegram::TelegramTexts {
+        feedback_up: engine.render("feedback.j2", serde_json::json!({ "negative": false }))?,
+        feedback_down: engine.render("feedback.j2", serde_json::json!({ "negative": true }))?,
+        button_expired: engine.render("button_expired.j2", ())?,
+        unavailable: engine.render("unavailable.j2", ())?,
+    })
 }
 
 /// The whole HTTP surface, separate from the listener so tests can drive it.
@@ -84,6 +113,9 @@ pub fn router(
             Arc::clone(&handler),
             config.clone(),
         )?);
+    }
+    if let Some(telegram) = channels.telegram.as_ref().filter(|t| t.uses_webhook()) {
+        app = app.merge(telegram.router());
     }
     if let Some(config) = &channels.wechat {
         app = app.merge(webhooks::wechat::account::router(

@@ -39,44 +39,7 @@ enum Command {
         passage: bool,
     },
     /// Serves the web chat, its API and the channels.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
-        addr: std::net::SocketAddr,
-        /// The WeChat Official Account's server token (enables `/wechat`).
-        #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
-        wechat_token: Option<String>,
-        /// Its 43-character EncodingAESKey (compatible and safe mode).
-        #[arg(long, env = "WENKE_WECHAT_AES_KEY", hide_env_values = true)]
-        wechat_aes_key: Option<String>,
-        /// Its AppID.
-        #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
-        wechat_appid: String,
-        /// Its AppSecret: enables customer-service messages (answers slower
-        /// than WeChat's 5 seconds, long answers, notices).
-        #[arg(long, env = "WENKE_WECHAT_SECRET", hide_env_values = true)]
-        wechat_secret: Option<String>,
-        /// The WeChat API's base URL.
-        #[arg(long, env = "WENKE_WECHAT_API_BASE", default_value = webhooks::wechat::service::DEFAULT_API_BASE)]
-        wechat_api_base: String,
-        /// Milliseconds a passive WeChat reply may take before the answer
-        /// waits for WeChat's retry.
-        #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
-        wechat_reply_budget_ms: u64,
-        /// The WeCom app's callback token (enables `/wecom`).
-        #[arg(long, env = "WENKE_WECOM_TOKEN", hide_env_values = true)]
-        wecom_token: Option<String>,
-        /// The WeCom app's EncodingAESKey.
-        #[arg(long, env = "WENKE_WECOM_AES_KEY", hide_env_values = true)]
-        wecom_aes_key: Option<String>,
-        /// The WeCom corp id (the receive id of its messages).
-        #[arg(long, env = "WENKE_WECOM_CORP_ID", default_value = "")]
-        wecom_corp_id: String,
-        /// Bearer token of the staff API (`/api/staff/*`: listings in full,
-        /// status changes, claims); the staff API is off without one.
-        #[arg(long, env = "WENKE_STAFF_TOKEN", hide_env_values = true)]
-        staff_token: Option<String>,
-    },
+    Serve(Box<serve::ServeArgs>),
     /// Answers one question as the bot would and prints the reply.
     Ask {
         /// The question.
@@ -153,6 +116,18 @@ enum BenchCommand {
         /// Dev-set files to take questions from.
         #[arg(long, default_values = ["kb/eval/dev-public.jsonl", "kb/eval/dev-agri-core.jsonl"])]
         questions: Vec<PathBuf>,
+        /// Which endpoint: the web chat API or the WeChat endpoint.
+        #[arg(long, value_enum, default_value = "web")]
+        target: bench_chat::Target,
+        /// The WeChat account's server token (the server's).
+        #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
+        wechat_token: Option<String>,
+        /// Its EncodingAESKey: the bench then sends in safe mode.
+        #[arg(long, env = "WENKE_WECHAT_AES_KEY", hide_env_values = true)]
+        wechat_aes_key: Option<String>,
+        /// Its AppID.
+        #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
+        wechat_appid: String,
     },
     /// The KB search step without the model, on synthetic embedding-like vectors.
     Kb {
@@ -200,61 +175,9 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve {
-            addr,
-            wechat_token,
-            wechat_aes_key,
-            wechat_appid,
-            wechat_secret,
-            wechat_api_base,
-            wechat_reply_budget_ms,
-            wecom_token,
-            wecom_aes_key,
-            wecom_corp_id,
-            staff_token,
-        } => runtime()?.block_on(async {
+        Command::Serve(args) => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
-            let mut config = bot::http::HttpConfig {
-                staff_token: staff_token.filter(|t| !t.is_empty()),
-                ..Default::default()
-            };
-            if let Some(token) = wechat_token.filter(|t| !t.is_empty()) {
-                let service = match wechat_secret.filter(|s| !s.is_empty()) {
-                    Some(secret) => Some(bot::http::wechat_service(
-                        &engine,
-                        webhooks::wechat::service::ServiceConfig {
-                            app_id: wechat_appid.clone(),
-                            secret,
-                            api_base: wechat_api_base,
-                        },
-                    )?),
-                    None => None,
-                };
-                config.wechat = Some(webhooks::wechat::account::AccountConfig {
-                    token,
-                    encoding_aes_key: wechat_aes_key.filter(|k| !k.is_empty()),
-                    app_id: wechat_appid,
-                    reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
-                    service,
-                    interim_text: engine.render("in_progress.j2", ())?,
-                });
-            }
-            if let Some(token) = wecom_token.filter(|t| !t.is_empty()) {
-                anyhow::ensure!(
-                    wecom_aes_key.as_deref().is_some_and(|k| !k.is_empty())
-                        && !wecom_corp_id.is_empty(),
-                    "WeCom needs WENKE_WECOM_AES_KEY and WENKE_WECOM_CORP_ID as well as the token"
-                );
-                config.wecom = Some(webhooks::wechat::account::AccountConfig {
-                    token,
-                    encoding_aes_key: wecom_aes_key,
-                    app_id: wecom_corp_id,
-                    reply_budget: std::time::Duration::from_millis(wechat_reply_budget_ms),
-                    service: None,
-                    interim_text: engine.render("in_progress.j2", ())?,
-                });
-            }
-            serve::serve(engine, addr, cli.engine.prompts_dir(), config).await
+            serve::serve(engine, *args, cli.engine.prompts_dir()).await
         }),
         Command::Ask { question, json } => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
@@ -341,7 +264,29 @@ fn main() -> anyhow::Result<()> {
             seconds,
             mix,
             questions,
+            target,
+            wechat_token,
+            wechat_aes_key,
+            wechat_appid,
         }) => runtime()?.block_on(bench_chat::run(&bench_chat::ChatBenchConfig {
+            target,
+            wechat: match wechat_token.filter(|t| !t.is_empty()) {
+                None => None,
+                Some(token) => Some(bench_chat::WechatClient {
+                    crypto: match wechat_aes_key.filter(|k| !k.is_empty()) {
+                        None => None,
+                        Some(key) => Some(std::sync::Arc::new(
+                            webhooks::wechat::crypto::MessageCrypto::new(
+                                &token,
+                                &key,
+                                &wechat_appid,
+                            )?,
+                        )),
+                    },
+                    token,
+                    app_id: wechat_appid,
+                }),
+            },
             url,
             clients,
             duration: std::time::Duration::from_secs(seconds),

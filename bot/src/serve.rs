@@ -1,20 +1,185 @@
-//! `wenke serve`: binds the HTTP surface of [`bot::http`] and serves until
-//! asked to stop.
+//! `wenke serve`: the channels' settings, the HTTP surface of
+//! [`bot::http`] on one listener, until asked to stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use bot::Engine;
 use bot::http::{HttpConfig, router, watch_prompts};
+use webhooks::telegram::{TelegramConfig, TelegramMode};
+use webhooks::wechat::account::AccountConfig;
+use webhooks::wechat::service::{
+    DEFAULT_API_BASE, DEFAULT_WECOM_API_BASE, ServiceConfig, ServiceKind,
+};
+
+/// What `wenke serve` listens on and which channels it serves. A channel
+/// without its token is off, and its path answers 404.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The WeChat Official Account's server token (enables `/wechat`).
+    #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
+    wechat_token: Option<String>,
+    /// Its 43-character EncodingAESKey (compatible and safe mode).
+    #[arg(long, env = "WENKE_WECHAT_AES_KEY", hide_env_values = true)]
+    wechat_aes_key: Option<String>,
+    /// Its AppID.
+    #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
+    wechat_appid: String,
+    /// Its AppSecret: enables customer-service messages (answers slower
+    /// than WeChat's 5 seconds, long answers, notices).
+    #[arg(long, env = "WENKE_WECHAT_SECRET", hide_env_values = true)]
+    wechat_secret: Option<String>,
+    /// The WeChat API's base URL.
+    #[arg(long, env = "WENKE_WECHAT_API_BASE", default_value = DEFAULT_API_BASE)]
+    wechat_api_base: String,
+    /// Milliseconds a passive WeChat or WeCom reply may take before the
+    /// answer follows by message API (or waits for the retry).
+    #[arg(long, env = "WENKE_WECHAT_REPLY_BUDGET_MS", default_value_t = 4000)]
+    wechat_reply_budget_ms: u64,
+    /// The WeCom app's callback token (enables `/wecom`).
+    #[arg(long, env = "WENKE_WECOM_TOKEN", hide_env_values = true)]
+    wecom_token: Option<String>,
+    /// The WeCom app's EncodingAESKey.
+    #[arg(long, env = "WENKE_WECOM_AES_KEY", hide_env_values = true)]
+    wecom_aes_key: Option<String>,
+    /// The WeCom corp id (the receive id of its messages).
+    #[arg(long, env = "WENKE_WECOM_CORP_ID", default_value = "")]
+    wecom_corp_id: String,
+    /// The WeCom app's AgentId; with its secret, enables app messages
+    /// (late and long answers, notices).
+    #[arg(long, env = "WENKE_WECOM_AGENT_ID")]
+    wecom_agent_id: Option<i64>,
+    /// The WeCom app's Secret.
+    #[arg(long, env = "WENKE_WECOM_SECRET", hide_env_values = true)]
+    wecom_secret: Option<String>,
+    /// The WeCom API's base URL.
+    #[arg(long, env = "WENKE_WECOM_API_BASE", default_value = DEFAULT_WECOM_API_BASE)]
+    wecom_api_base: String,
+    /// The Telegram bot token from @BotFather (enables Telegram).
+    #[arg(long, env = "WENKE_TELEGRAM_TOKEN", hide_env_values = true)]
+    telegram_token: Option<String>,
+    /// The Bot API's base URL (default Telegram's).
+    #[arg(long, env = "WENKE_TELEGRAM_API_URL")]
+    telegram_api_url: Option<String>,
+    /// The public URL Telegram posts updates to, ending in `/telegram`:
+    /// webhook mode. Without it the bot uses long polling.
+    #[arg(long, env = "WENKE_TELEGRAM_WEBHOOK_URL")]
+    telegram_webhook_url: Option<String>,
+    /// The webhook's secret token (default: derived from the bot token,
+    /// the same on every instance).
+    #[arg(long, env = "WENKE_TELEGRAM_SECRET", hide_env_values = true)]
+    telegram_secret: Option<String>,
+    /// Bearer token of the staff API (`/api/staff/*`: listings in full,
+    /// status changes, claims); the staff API is off without one.
+    #[arg(long, env = "WENKE_STAFF_TOKEN", hide_env_values = true)]
+    staff_token: Option<String>,
+}
+
+/// A setting given as an empty string (an unset variable in a compose
+/// file) is no setting.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// The channels as configured, their message APIs registered with the
+/// engine. Telegram is built but not started.
+fn http_config(engine: &Arc<Engine>, args: ServeArgs) -> anyhow::Result<HttpConfig> {
+    let reply_budget = Duration::from_millis(args.wechat_reply_budget_ms);
+    let interim_text = engine.render("in_progress.j2", ())?;
+    let mut config = HttpConfig {
+        staff_token: given(args.staff_token),
+        ..Default::default()
+    };
+    if let Some(token) = given(args.wechat_token) {
+        let service = match given(args.wechat_secret) {
+            Some(secret) => Some(bot::http::message_service(
+                engine,
+                ServiceConfig {
+                    kind: ServiceKind::OfficialAccount,
+                    app_id: args.wechat_appid.clone(),
+                    secret,
+                    api_base: args.wechat_api_base,
+                },
+            )?),
+            None => None,
+        };
+        config.wechat = Some(AccountConfig {
+            token,
+            encoding_aes_key: given(args.wechat_aes_key),
+            app_id: args.wechat_appid,
+            reply_budget,
+            service,
+            interim_text: interim_text.clone(),
+        });
+    }
+    if let Some(token) = given(args.wecom_token) {
+        let aes_key = given(args.wecom_aes_key);
+        anyhow::ensure!(
+            aes_key.is_some() && !args.wecom_corp_id.is_empty(),
+            "WeCom needs WENKE_WECOM_AES_KEY and WENKE_WECOM_CORP_ID as well as the token"
+        );
+        let service = match (args.wecom_agent_id, given(args.wecom_secret)) {
+            (Some(agent_id), Some(secret)) => Some(bot::http::message_service(
+                engine,
+                ServiceConfig {
+                    kind: ServiceKind::WeCom { agent_id },
+                    app_id: args.wecom_corp_id.clone(),
+                    secret,
+                    api_base: args.wecom_api_base,
+                },
+            )?),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "WeCom app messages need both WENKE_WECOM_AGENT_ID and WENKE_WECOM_SECRET"
+            ),
+        };
+        config.wecom = Some(AccountConfig {
+            token,
+            encoding_aes_key: aes_key,
+            app_id: args.wecom_corp_id,
+            reply_budget,
+            service,
+            interim_text,
+        });
+    }
+    if let Some(token) = given(args.telegram_token) {
+        let mode = match (
+            given(args.telegram_webhook_url),
+            given(args.telegram_secret),
+        ) {
+            (Some(public_url), Some(secret)) => TelegramMode::Webhook { public_url, secret },
+            (Some(public_url), None) => {
+                TelegramMode::webhook_with_derived_secret(public_url, &token)
+            }
+            (None, _) => TelegramMode::Polling,
+        };
+        config.telegram = Some(bot::http::telegram_bot(
+            engine,
+            TelegramConfig {
+                token,
+                api_url: given(args.telegram_api_url),
+                mode,
+                texts: bot::http::telegram_texts(engine)?,
+            },
+        )?);
+    }
+    Ok(config)
+}
 
 /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
 pub async fn serve(
     engine: Arc<Engine>,
-    addr: SocketAddr,
+    args: ServeArgs,
     prompts_dir: Option<PathBuf>,
-    channels: HttpConfig,
 ) -> anyhow::Result<()> {
+    let addr = args.addr;
+    let channels = http_config(&engine, args)?;
     let app = router(Arc::clone(&engine), &channels)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     watch_prompts(engine.clone(), prompts_dir);
@@ -24,6 +189,18 @@ pub async fn serve(
     }
     if channels.wecom.is_some() {
         eprintln!("WeCom endpoint at http://{addr}/wecom");
+    }
+    // Listening first: in webhook mode Telegram may post at once.
+    if let Some(telegram) = &channels.telegram {
+        telegram
+            .start()
+            .await
+            .context("starting the Telegram bot")?;
+        if telegram.uses_webhook() {
+            eprintln!("Telegram webhook at http://{addr}/telegram");
+        } else {
+            eprintln!("Telegram bot polling for updates");
+        }
     }
     let turns = engine.turns().clone();
     axum::serve(listener, app)

@@ -139,13 +139,14 @@ fn encode(session: &Session) -> String {
 }
 
 /// The session store as the channels' shared cache (WeChat's access token,
-/// send windows, follow-up claims). A failing store reads as empty and
+/// send windows, follow-up claims; Telegram's long button texts and
+/// answered updates). A failing store reads as empty and
 /// drops writes: the channel then fetches a token again or keeps a text for
 /// later, which is safe.
 pub struct SessionCache(pub std::sync::Arc<dyn SessionStore>);
 
 #[async_trait::async_trait]
-impl webhooks::wechat::service::SharedCache for SessionCache {
+impl webhooks::message::SharedCache for SessionCache {
     async fn get(&self, key: &str) -> Option<String> {
         self.0.get(key).await.ok().flatten()
     }

@@ -33,6 +33,7 @@ const BUILTIN: &[(&str, &str)] = &[
     template!("abstain_hint.j2"),
     template!("answer.j2"),
     template!("answer_hint.j2"),
+    template!("button_expired.j2"),
     template!("capability_filed.j2"),
     template!("demand_claimed.j2"),
     template!("demand_filed.j2"),

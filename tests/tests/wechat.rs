@@ -12,6 +12,8 @@ use webhooks::wechat::xml::{InboundKind, parse_envelope, parse_message};
 const TOKEN: &str = "wenke-test";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APP_ID: &str = "wx0123456789abcdef";
+const CORP_ID: &str = "ww0123456789abcdef";
+const AGENT_ID: i64 = 1_000_002;
 
 fn message(openid: &str, msg_id: u64, text: &str) -> String {
     format!(
@@ -132,6 +134,36 @@ async fn fake_api() -> anyhow::Result<(String, std::sync::Arc<FakeWechatApi>)> {
                 axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
             }),
         )
+        // WeCom's API: its own token endpoint and app messages with the
+        // agent id.
+        .route(
+            "/cgi-bin/gettoken",
+            get(|State(api): State<Arc<FakeWechatApi>>, Query(q): Query<HashMap<String, String>>| async move {
+                api.token_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let right = q.get("corpid").map(String::as_str) == Some(CORP_ID)
+                    && q.get("corpsecret").map(String::as_str) == Some("app-secret");
+                if right {
+                    axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "access_token": "wecom-token-1", "expires_in": 7200}))
+                } else {
+                    axum::Json(serde_json::json!({"errcode": 40001, "errmsg": "invalid secret"}))
+                }
+            }),
+        )
+        .route(
+            "/cgi-bin/message/send",
+            post(|State(api): State<Arc<FakeWechatApi>>, Query(q): Query<HashMap<String, String>>, axum::Json(body): axum::Json<serde_json::Value>| async move {
+                if q.get("access_token").map(String::as_str) != Some("wecom-token-1") {
+                    return axum::Json(serde_json::json!({"errcode": 40014, "errmsg": "invalid access_token"}));
+                }
+                if body["agentid"] != serde_json::json!(AGENT_ID) || body["msgtype"] != "text" {
+                    return axum::Json(serde_json::json!({"errcode": 40056, "errmsg": "invalid agentid"}));
+                }
+                let to = body["touser"].as_str().unwrap_or_default().to_owned();
+                let text = body["text"]["content"].as_str().unwrap_or_default().to_owned();
+                api.sent.lock().expect("lock").push((to, text));
+                axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "invaliduser": ""}))
+            }),
+        )
         .with_state(Arc::clone(&api));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -148,9 +180,10 @@ async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
     let (api_base, api) = fake_api().await?;
-    let service = bot::http::wechat_service(
+    let service = bot::http::message_service(
         &engine,
         webhooks::wechat::service::ServiceConfig {
+            kind: webhooks::wechat::service::ServiceKind::OfficialAccount,
             app_id: APP_ID.into(),
             secret: "app-secret".into(),
             api_base,
@@ -240,7 +273,6 @@ async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()
 /// the user keyed as a WeCom user; absent when not configured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_answers_encrypted_messages() -> anyhow::Result<()> {
-    const CORP_ID: &str = "ww0123456789abcdef";
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
     let channels = bot::http::HttpConfig {
@@ -286,5 +318,80 @@ async fn wecom_answers_encrypted_messages() -> anyhow::Result<()> {
     let plain = tests::serve(engine).await?;
     let missing = reqwest::get(format!("http://{plain}/wecom?echostr=x")).await?;
     assert_eq!(missing.status(), 404);
+    Ok(())
+}
+
+/// WeCom's late answers: an interim passive reply, then the answer as an
+/// app message (with the agent id) to the member, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let (api_base, api) = fake_api().await?;
+    let service = bot::http::message_service(
+        &engine,
+        webhooks::wechat::service::ServiceConfig {
+            kind: webhooks::wechat::service::ServiceKind::WeCom { agent_id: AGENT_ID },
+            app_id: CORP_ID.into(),
+            secret: "app-secret".into(),
+            api_base,
+        },
+    )?;
+    let channels = bot::http::HttpConfig {
+        wecom: Some(AccountConfig {
+            token: TOKEN.into(),
+            encoding_aes_key: Some(KEY.into()),
+            app_id: CORP_ID.into(),
+            // No real answer is this fast: every reply takes the late path.
+            reply_budget: Duration::from_millis(1),
+            service: Some(service),
+            interim_text: engine.render("in_progress.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine.clone(), &channels).await?;
+    let crypto = MessageCrypto::new(TOKEN, KEY, CORP_ID)?;
+    let member = format!("u{}", uuid::Uuid::new_v4().simple());
+    let inner = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{member}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>8000000002</MsgId><AgentID>{AGENT_ID}</AgentID></xml>"
+    );
+    let encrypt = crypto.encrypt(&inner);
+    let (timestamp, nonce) = ("1700000000", "w-2");
+    let url = format!(
+        "http://{addr}/wecom?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
+        crypto.msg_signature(timestamp, nonce, &encrypt)
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    let client = reqwest::Client::new();
+    // WeCom delivers the message twice; both get the interim reply.
+    for _ in 0..2 {
+        let response = client.post(&url).body(body.clone()).send().await?;
+        assert_eq!(response.status(), 200);
+        let envelope = parse_envelope(&response.bytes().await?)?;
+        let reply = parse_message(crypto.decrypt(&envelope.encrypt)?.as_bytes())?;
+        let InboundKind::Text { content } = reply.kind else {
+            anyhow::bail!("not a text reply");
+        };
+        assert!(content.contains("请稍候"), "interim reply: {content}");
+    }
+    let mut pushed = Vec::new();
+    for _ in 0..100 {
+        pushed = api.sent.lock().expect("lock").clone();
+        if !pushed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        api.sent.lock().expect("lock").len(),
+        pushed.len(),
+        "pushed once"
+    );
+    assert!(!pushed.is_empty(), "the answer was sent as an app message");
+    assert!(pushed.iter().all(|(to, _)| *to == member));
+    assert!(pushed[0].1.contains("晚疫病"), "{}", pushed[0].1);
     Ok(())
 }

@@ -8,5 +8,6 @@
 //! format. It knows nothing of retrieval.
 
 pub mod message;
+pub mod telegram;
 pub mod web;
 pub mod wechat;

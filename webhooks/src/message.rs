@@ -7,6 +7,8 @@
 //! channel can lay it out well: a web page shows buttons, WeChat numbers the
 //! suggestions in text, Telegram uses an inline keyboard.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -483,6 +485,18 @@ pub enum PushError {
 pub trait Push: Send + Sync + 'static {
     /// Sends one text to the user.
     async fn push(&self, user: &UserKey, text: &str) -> Result<(), PushError>;
+}
+
+/// A small key-value store shared by every instance (the session store):
+/// access tokens, send windows, follow-up claims, button texts.
+#[async_trait::async_trait]
+pub trait SharedCache: Send + Sync + 'static {
+    /// The value under `key`, if any.
+    async fn get(&self, key: &str) -> Option<String>;
+    /// Stores `value` under `key` for `ttl`.
+    async fn put(&self, key: &str, value: &str, ttl: Duration);
+    /// Claims `key` for `ttl`: true for the first claim only.
+    async fn claim(&self, key: &str, ttl: Duration) -> bool;
 }
 
 /// A handler for the adapters' own tests: answers a text with "答：" and

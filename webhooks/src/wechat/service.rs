@@ -1,28 +1,34 @@
-//! WeChat's customer-service message API: the way to reach a user outside
-//! a passive reply (an answer slower than WeChat's 5 seconds, the rest of a
-//! long answer, a notice that someone claimed their demand).
+//! The way to reach a user outside a passive reply (an answer slower than
+//! WeChat's 5 seconds, the rest of a long answer, a notice that someone
+//! claimed their demand): the Official Account's customer-service message
+//! API, or the WeCom app message API, which has the same shape.
 //!
 //! - The access token comes from `GET /cgi-bin/token` with the AppID and
-//!   secret; it is cached in the [`SharedCache`] (Redis in server mode, so
+//!   secret (WeCom: `GET /cgi-bin/gettoken` with the corp id and the app's
+//!   secret); it is cached in the [`SharedCache`] (Redis in server mode, so
 //!   every instance uses one token instead of invalidating each other's)
-//!   until shortly before it expires, and refreshed once when WeChat says it
-//!   is invalid (40001, 42001, 40014).
-//! - `POST /cgi-bin/message/custom/send` sends one text.
-//! - The send window: a user's message opens 5 sends within 48 hours. Each
-//!   contact resets the count ([`CustomerService::note_contact`]); no send
-//!   is tried outside the window, and WeChat's own refusal (45015, 45047)
-//!   is reported as [`PushError::WindowClosed`] so the caller keeps the
-//!   text for the user's next contact.
+//!   until shortly before it expires, and refreshed once when the API says
+//!   it is invalid (40001, 42001, 40014).
+//! - `POST /cgi-bin/message/custom/send` (WeCom: `/cgi-bin/message/send`
+//!   with the app's agent id) sends one text.
+//! - The Official Account's send window: a user's message opens 5 sends
+//!   within 48 hours. Each contact resets the count
+//!   ([`CustomerService::note_contact`]); no send is tried outside the
+//!   window, and WeChat's own refusal (45015, 45047) is reported as
+//!   [`PushError::WindowClosed`] so the caller keeps the text for the
+//!   user's next contact. A WeCom app may message its members at any time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::message::{Channel, Push, PushError, UserKey};
+use crate::message::{Channel, Push, PushError, SharedCache, UserKey};
 
 /// WeChat's API.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// WeCom's API.
+pub const DEFAULT_WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// How long a user's message keeps the send window open.
 const WINDOW: Duration = Duration::from_secs(48 * 60 * 60);
 /// Sends allowed per window.
@@ -32,23 +38,26 @@ const TOKEN_MARGIN_SECONDS: u64 = 300;
 /// One API call may take this long.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A small key-value store shared by every instance (the session store).
-#[async_trait::async_trait]
-pub trait SharedCache: Send + Sync + 'static {
-    /// The value under `key`, if any.
-    async fn get(&self, key: &str) -> Option<String>;
-    /// Stores `value` under `key` for `ttl`.
-    async fn put(&self, key: &str, value: &str, ttl: Duration);
-    /// Claims `key` for `ttl`: true for the first claim only.
-    async fn claim(&self, key: &str, ttl: Duration) -> bool;
+/// Which of the two APIs a [`CustomerService`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The Official Account's customer-service messages (48-hour window).
+    OfficialAccount,
+    /// A WeCom app's messages to its members.
+    WeCom {
+        /// The app's AgentId.
+        agent_id: i64,
+    },
 }
 
 /// How to reach the API.
 #[derive(Clone)]
 pub struct ServiceConfig {
-    /// The account's AppID.
+    /// Which API.
+    pub kind: ServiceKind,
+    /// The account's AppID, or WeCom's corp id.
     pub app_id: String,
-    /// The account's AppSecret.
+    /// The account's AppSecret, or the WeCom app's secret.
     pub secret: String,
     /// The API base URL (tests point it at a local server).
     pub api_base: String,
@@ -57,6 +66,7 @@ pub struct ServiceConfig {
 impl std::fmt::Debug for ServiceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceConfig")
+            .field("kind", &self.kind)
             .field("app_id", &self.app_id)
             .field("api_base", &self.api_base)
             .finish_non_exhaustive()
@@ -134,7 +144,21 @@ impl CustomerService {
     }
 
     fn token_key(&self) -> String {
-        format!("wechat:token:{}", self.config.app_id)
+        match self.config.kind {
+            ServiceKind::OfficialAccount => format!("wechat:token:{}", self.config.app_id),
+            // One corp has one token per app (secret), not per corp.
+            ServiceKind::WeCom { agent_id } => {
+                format!("wecom:token:{}:{agent_id}", self.config.app_id)
+            }
+        }
+    }
+
+    /// The channel whose users this API reaches.
+    pub fn channel(&self) -> Channel {
+        match self.config.kind {
+            ServiceKind::OfficialAccount => Channel::Wechat,
+            ServiceKind::WeCom { .. } => Channel::Wecom,
+        }
     }
 
     fn window_key(openid: &str) -> String {
@@ -159,12 +183,19 @@ impl CustomerService {
         if !refresh && let Some(token) = self.cache.get(&self.token_key()).await {
             return Ok(token);
         }
-        let response: TokenResponse = call(self.http.get(self.api_url("/cgi-bin/token")).query(&[
-            ("grant_type", "client_credential"),
-            ("appid", self.config.app_id.as_str()),
-            ("secret", self.config.secret.as_str()),
-        ]))
-        .await?;
+        let (app_id, secret) = (self.config.app_id.as_str(), self.config.secret.as_str());
+        let request = match self.config.kind {
+            ServiceKind::OfficialAccount => self.http.get(self.api_url("/cgi-bin/token")).query(&[
+                ("grant_type", "client_credential"),
+                ("appid", app_id),
+                ("secret", secret),
+            ]),
+            ServiceKind::WeCom { .. } => self
+                .http
+                .get(self.api_url("/cgi-bin/gettoken"))
+                .query(&[("corpid", app_id), ("corpsecret", secret)]),
+        };
+        let response: TokenResponse = call(request).await?;
         let Some(token) = response.access_token else {
             return Err(PushError::Unavailable(format!(
                 "no access token: {} {}",
@@ -183,8 +214,12 @@ impl CustomerService {
         Ok(token)
     }
 
-    /// Uses one send of the user's window; false when it is closed or used up.
+    /// Uses one send of the user's window; false when it is closed or used
+    /// up. WeCom has no window.
     async fn take_send(&self, openid: &str) -> bool {
+        if matches!(self.config.kind, ServiceKind::WeCom { .. }) {
+            return true;
+        }
         let key = Self::window_key(openid);
         let Some(used) = self.cache.get(&key).await else {
             return false;
@@ -199,22 +234,37 @@ impl CustomerService {
         true
     }
 
-    /// Sends one text to a user of the account.
+    /// Sends one text to a user of the account (an OpenID, or a WeCom
+    /// member's UserID).
     pub async fn send_text(&self, openid: &str, text: &str) -> Result<(), PushError> {
         if !self.take_send(openid).await {
             return Err(PushError::WindowClosed);
         }
-        let body = serde_json::json!({
-            "touser": openid,
-            "msgtype": "text",
-            "text": { "content": text },
-        });
+        let (path, body) = match self.config.kind {
+            ServiceKind::OfficialAccount => (
+                "/cgi-bin/message/custom/send",
+                serde_json::json!({
+                    "touser": openid,
+                    "msgtype": "text",
+                    "text": { "content": text },
+                }),
+            ),
+            ServiceKind::WeCom { agent_id } => (
+                "/cgi-bin/message/send",
+                serde_json::json!({
+                    "touser": openid,
+                    "msgtype": "text",
+                    "agentid": agent_id,
+                    "text": { "content": text },
+                }),
+            ),
+        };
         let mut refresh = false;
         loop {
             let token = self.access_token(refresh).await?;
             let response: SendResponse = call(
                 self.http
-                    .post(self.api_url("/cgi-bin/message/custom/send"))
+                    .post(self.api_url(path))
                     .query(&[("access_token", token.as_str())])
                     .json(&body),
             )
@@ -225,7 +275,7 @@ impl CustomerService {
                 code if WINDOW_CLOSED.contains(&code) => return Err(PushError::WindowClosed),
                 code => {
                     return Err(PushError::Unavailable(format!(
-                        "custom/send {code}: {}",
+                        "{path} {code}: {}",
                         response.errmsg
                     )));
                 }
@@ -237,9 +287,9 @@ impl CustomerService {
 #[async_trait::async_trait]
 impl Push for CustomerService {
     async fn push(&self, user: &UserKey, text: &str) -> Result<(), PushError> {
-        if user.channel != Channel::Wechat {
+        if user.channel != self.channel() {
             return Err(PushError::Unavailable(format!(
-                "not a WeChat user: {}",
+                "not a user of this account: {}",
                 user.storage_key()
             )));
         }
