@@ -395,3 +395,198 @@ async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
     assert!(pushed[0].1.contains("晚疫病"), "{}", pushed[0].1);
     Ok(())
 }
+
+/// Every message kind WeChat sends, as WeChat documents it, through the
+/// endpoint to the real engine: what the user reads back (or that nothing
+/// is answered), one case per row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_kind_gets_its_reply() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let channels = bot::http::HttpConfig {
+        wechat: Some(AccountConfig {
+            token: TOKEN.into(),
+            encoding_aes_key: None,
+            app_id: APP_ID.into(),
+            reply_budget: Duration::from_secs(4),
+            service: None,
+            interim_text: engine.render("in_progress.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine.clone(), &channels).await?;
+    let client = reqwest::Client::new();
+    let (timestamp, nonce) = ("1700000000", "k-1");
+    let url = format!(
+        "http://{addr}/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
+        url_signature(TOKEN, timestamp, nonce)
+    );
+    let openid = format!("o-{}", uuid::Uuid::new_v4());
+    let head = |kind: &str, time: u32| {
+        format!(
+            "<ToUserName><![CDATA[gh_wenke]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{time}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>"
+        )
+    };
+    // (what, the message's XML body after the header, a text the reply must
+    // contain; None: the request is answered "success", no reply).
+    let cases: Vec<(&str, String, Option<&str>)> = vec![
+        (
+            "subscribe",
+            format!("{}<Event><![CDATA[subscribe]]></Event>", head("event", 1)),
+            Some("欢迎来到问科"),
+        ),
+        (
+            "text",
+            format!(
+                "{}<Content><![CDATA[中暑了怎么急救]]></Content><MsgId>9100000001</MsgId>",
+                head("text", 2)
+            ),
+            Some("阴凉"),
+        ),
+        (
+            "voice with recognition",
+            format!(
+                "{}<MediaId><![CDATA[m1]]></MediaId><Format><![CDATA[amr]]></Format><Recognition><![CDATA[洋芋叶子发黑咋个办]]></Recognition><MsgId>9100000002</MsgId>",
+                head("voice", 3)
+            ),
+            Some("晚疫病"),
+        ),
+        (
+            "voice without recognition",
+            format!(
+                "{}<MediaId><![CDATA[m2]]></MediaId><Format><![CDATA[amr]]></Format><MsgId>9100000003</MsgId>",
+                head("voice", 4)
+            ),
+            Some("没有听清楚"),
+        ),
+        (
+            "image",
+            format!(
+                "{}<PicUrl><![CDATA[http://mmbiz.example/p.jpg]]></PicUrl><MediaId><![CDATA[m3]]></MediaId><MsgId>9100000004</MsgId>",
+                head("image", 5)
+            ),
+            Some("转给专家"),
+        ),
+        (
+            "video",
+            format!(
+                "{}<MediaId><![CDATA[m4]]></MediaId><ThumbMediaId><![CDATA[t4]]></ThumbMediaId><MsgId>9100000005</MsgId>",
+                head("video", 6)
+            ),
+            Some("转给专家"),
+        ),
+        (
+            "location",
+            format!(
+                "{}<Location_X>30.657</Location_X><Location_Y>104.066</Location_Y><Scale>15</Scale><Label><![CDATA[四川省成都市青羊区]]></Label><MsgId>9100000006</MsgId>",
+                head("location", 7)
+            ),
+            Some("已记下你的位置"),
+        ),
+        (
+            "link",
+            format!(
+                "{}<Title><![CDATA[吃隔夜菜会致癌]]></Title><Description><![CDATA[转发]]></Description><Url><![CDATA[http://example.org/a]]></Url><MsgId>9100000007</MsgId>",
+                head("link", 8)
+            ),
+            Some("吃隔夜菜会致癌"),
+        ),
+        (
+            "menu click HELP",
+            format!(
+                "{}<Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[HELP]]></EventKey>",
+                head("event", 9)
+            ),
+            Some("我能帮你"),
+        ),
+        (
+            "menu click of an unknown key",
+            format!(
+                "{}<Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[V1001_TODAY]]></EventKey>",
+                head("event", 10)
+            ),
+            Some("还在准备中"),
+        ),
+        (
+            "menu VIEW (a link; WeChat opens it)",
+            format!(
+                "{}<Event><![CDATA[VIEW]]></Event><EventKey><![CDATA[http://example.org]]></EventKey>",
+                head("event", 11)
+            ),
+            None,
+        ),
+        (
+            "unsubscribe",
+            format!(
+                "{}<Event><![CDATA[unsubscribe]]></Event>",
+                head("event", 12)
+            ),
+            None,
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let response = client
+            .post(&url)
+            .body(format!("<xml>{body}</xml>"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200, "{what}");
+        let text = response.text().await?;
+        let Some(expected) = expected else {
+            assert_eq!(text, "success", "{what}: no reply expected");
+            continue;
+        };
+        let reply = parse_message(text.as_bytes())?;
+        assert_eq!(reply.to_user_name, openid, "{what}");
+        let InboundKind::Text { content } = reply.kind else {
+            anyhow::bail!("{what}: not a text reply: {text}");
+        };
+        assert!(content.contains(expected), "{what}: {content}");
+    }
+    Ok(())
+}
+
+/// Three concurrent deliveries of a question without an answer: one entry
+/// in the editors' unanswered queue (an abstained turn), the same reply
+/// to all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_an_unanswered_question_queue_it_once() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let channels = bot::http::HttpConfig {
+        wechat: Some(AccountConfig {
+            token: TOKEN.into(),
+            encoding_aes_key: None,
+            app_id: APP_ID.into(),
+            reply_budget: Duration::from_secs(4),
+            service: None,
+            interim_text: engine.render("in_progress.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine.clone(), &channels).await?;
+    let (timestamp, nonce) = ("1700000000", "u-1");
+    let url = format!(
+        "http://{addr}/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
+        url_signature(TOKEN, timestamp, nonce)
+    );
+    let openid = format!("o-{}", uuid::Uuid::new_v4());
+    let body = message(&openid, 9_200_000_001, "月亮上为什么有那么多环形山");
+    let client = reqwest::Client::new();
+    let deliveries: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.post(&url).body(body.clone()).send()))
+        .collect();
+    let mut replies = Vec::new();
+    for delivery in deliveries {
+        replies.push(delivery.await??.text().await?);
+    }
+    assert!(replies.iter().all(|r| r == &replies[0]), "{replies:?}");
+    assert!(replies[0].contains("暂时没有"), "{}", replies[0]);
+    let turns = engine
+        .turns()
+        .find(&[("user", &format!("wechat:{openid}"))])
+        .await?;
+    assert_eq!(turns.len(), 1, "one queue entry for three deliveries");
+    assert_eq!(turns[0].reply_kind, "abstain");
+    Ok(())
+}
