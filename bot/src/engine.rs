@@ -572,7 +572,7 @@ impl Engine {
     /// The change it tells of is already saved, so a failure here is
     /// logged, not returned: the caller must not retry (and repeat) the
     /// change because a notice could not be queued.
-    async fn notify(&self, user_key: &str, text: String) {
+    pub async fn notify(&self, user_key: &str, text: String) {
         let notice = match self.notices.push(user_key, text.clone()).await {
             Ok(notice) => notice,
             Err(error) => {

@@ -2,7 +2,8 @@
 //!
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
 //! from `webhooks::web`), `GET /healthz`, the listings API
-//! ([`crate::listings_http`]) and the configured channels (`/wechat`,
+//! ([`crate::listings_http`]), the editor console ([`crate::console`]) and
+//! the configured channels (`/wechat`,
 //! `/wecom`, `/telegram`). Every request gets an
 //! `x-request-id` (kept when the client sends one) that appears in the
 //! request's log lines. Editable texts are watched: a change under the
@@ -49,6 +50,8 @@ pub struct HttpConfig {
     pub telegram: Option<Arc<webhooks::telegram::Telegram>>,
     /// The bearer token of the staff API (`/api/staff/*`).
     pub staff_token: Option<String>,
+    /// The editor console, at `/console`.
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 /// The WeChat customer-service (or WeCom app message) client over the
@@ -113,6 +116,9 @@ pub fn router(
             Arc::clone(&handler),
             config.clone(),
         )?);
+    }
+    if let Some(console) = &channels.console {
+        app = app.merge(crate::console::router(Arc::clone(console)));
     }
     if let Some(telegram) = channels.telegram.as_ref().filter(|t| t.uses_webhook()) {
         app = app.merge(telegram.router());

@@ -13,6 +13,7 @@
 //! - [`listings`]: forms in progress, notices, listing serial numbers.
 //! - [`listings_http`]: the listings API, public and staff.
 
+pub mod console;
 pub mod context;
 pub mod engine;
 pub mod http;

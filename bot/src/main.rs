@@ -4,6 +4,7 @@ mod bench;
 mod bench_chat;
 mod bench_kb;
 mod chat_cli;
+mod console_cli;
 mod kb_cli;
 mod listings_cli;
 mod serve;
@@ -56,6 +57,9 @@ enum Command {
     /// Demand and capability listings: import, list, match, update, claim.
     #[command(subcommand)]
     Listings(listings_cli::ListingsCommand),
+    /// The editor console's accounts (the first admin comes from here).
+    #[command(subcommand)]
+    Console(console_cli::ConsoleCommand),
     /// Quality on labelled data: retrieval (`{"question", "expected"}` per
     /// line), routing (`--routes`, `{"text", "route"}`) or multi-turn
     /// follow-ups (`--followups`, `{"turns", "expected_topic"}`).
@@ -203,6 +207,7 @@ fn main() -> anyhow::Result<()> {
             })?;
             std::process::exit(code);
         }
+        Command::Console(command) => runtime()?.block_on(console_cli::run(&cli.store, command)),
         Command::Listings(command) => {
             let code = runtime()?.block_on(async {
                 let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// the same on every instance).
     #[arg(long, env = "WENKE_TELEGRAM_SECRET", hide_env_values = true)]
     telegram_secret: Option<String>,
+    /// Sends the console's cookies without `Secure`, for plain-HTTP
+    /// development only (behind HTTPS, leave it off).
+    #[arg(long, env = "WENKE_CONSOLE_INSECURE_COOKIES")]
+    console_insecure_cookies: bool,
     /// Bearer token of the staff API (`/api/staff/*`: listings in full,
     /// status changes, claims); the staff API is off without one.
     #[arg(long, env = "WENKE_STAFF_TOKEN", hide_env_values = true)]
@@ -89,11 +93,26 @@ fn given(value: Option<String>) -> Option<String> {
 
 /// The channels as configured, their message APIs registered with the
 /// engine. Telegram is built but not started.
-fn http_config(engine: &Arc<Engine>, args: ServeArgs) -> anyhow::Result<HttpConfig> {
+async fn http_config(
+    engine: &Arc<Engine>,
+    args: ServeArgs,
+    prompts_dir: Option<PathBuf>,
+) -> anyhow::Result<HttpConfig> {
     let reply_budget = Duration::from_millis(args.wechat_reply_budget_ms);
     let interim_text = engine.render("in_progress.j2", ())?;
+    let console = bot::console::Console::open(
+        Arc::clone(engine),
+        bot::console::ConsoleConfig {
+            secure_cookies: !args.console_insecure_cookies,
+            pages_dir: prompts_dir,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("opening the editor console")?;
     let mut config = HttpConfig {
         staff_token: given(args.staff_token),
+        console: Some(console),
         ..Default::default()
     };
     if let Some(token) = given(args.wechat_token) {
@@ -179,11 +198,11 @@ pub async fn serve(
     prompts_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let addr = args.addr;
-    let channels = http_config(&engine, args)?;
+    let channels = http_config(&engine, args, prompts_dir.clone()).await?;
     let app = router(Arc::clone(&engine), &channels)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     watch_prompts(engine.clone(), prompts_dir);
-    eprintln!("wenke listening on http://{addr}");
+    eprintln!("wenke listening on http://{addr} (editor console at /console)");
     if channels.wechat.is_some() {
         eprintln!("WeChat Official Account endpoint at http://{addr}/wechat");
     }

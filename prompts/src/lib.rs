@@ -33,6 +33,7 @@ const BUILTIN: &[(&str, &str)] = &[
     template!("abstain_hint.j2"),
     template!("answer.j2"),
     template!("answer_hint.j2"),
+    template!("answer_published.j2"),
     template!("button_expired.j2"),
     template!("capability_filed.j2"),
     template!("demand_claimed.j2"),
@@ -173,6 +174,94 @@ impl Prompts {
                 name: name.to_owned(),
                 source,
             })
+    }
+}
+
+/// Expands to a `(name, shipped text)` pair for a file in `console/`.
+macro_rules! console_page {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../console/", $name)))
+    };
+}
+
+/// The editor console's pages, by name.
+const BUILTIN_CONSOLE: &[(&str, &str)] = &[
+    console_page!("base.html"),
+    console_page!("entries.html"),
+    console_page!("entry.html"),
+    console_page!("edit.html"),
+    console_page!("error.html"),
+    console_page!("login.html"),
+    console_page!("review.html"),
+    console_page!("unanswered.html"),
+];
+
+/// The directory, under an override directory, of the console's pages.
+pub const CONSOLE_DIR: &str = "console";
+
+/// The editor console's page templates (HTML, auto-escaped), the shipped
+/// ones each overridden by a parsing file of the same name in
+/// `<dir>/console/`.
+pub struct ConsolePages {
+    env: Environment<'static>,
+}
+
+impl ConsolePages {
+    /// The shipped pages, with the overrides found in `dir`, and the
+    /// problems found there.
+    pub fn load(dir: Option<&Path>) -> (Self, Vec<PromptError>) {
+        let mut env = Environment::new();
+        let mut problems = Vec::new();
+        for (name, source) in BUILTIN_CONSOLE {
+            let override_text = dir.and_then(|dir| {
+                let path = dir.join(CONSOLE_DIR).join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Some(text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(source) => {
+                        problems.push(PromptError::Io {
+                            path: path.display().to_string(),
+                            source,
+                        });
+                        None
+                    }
+                }
+            });
+            if let Some(text) = override_text {
+                let mut probe = Environment::new();
+                match probe.add_template_owned(*name, text.clone()) {
+                    Ok(()) => {
+                        if env.add_template_owned(*name, text).is_ok() {
+                            continue;
+                        }
+                    }
+                    Err(source) => problems.push(PromptError::Template {
+                        name: (*name).to_owned(),
+                        source,
+                    }),
+                }
+            }
+            if let Err(source) = env.add_template_owned(*name, *source) {
+                problems.push(PromptError::Template {
+                    name: (*name).to_owned(),
+                    source,
+                });
+            }
+        }
+        (Self { env }, problems)
+    }
+
+    /// Renders a page.
+    pub fn render(&self, name: &str, context: impl Serialize) -> Result<String, PromptError> {
+        let failed = |source| PromptError::Template {
+            name: name.to_owned(),
+            source,
+        };
+        self.env
+            .get_template(name)
+            .map_err(failed)?
+            .render(minijinja::value::Serde(context))
+            .map_err(failed)
     }
 }
 
