@@ -497,6 +497,43 @@ mod tests {
     }
 
     #[test]
+    fn console_pages_parse_escape_and_can_be_overridden() {
+        let (pages, problems) = ConsolePages::load(None);
+        assert!(problems.is_empty(), "{problems:?}");
+        let html = pages
+            .render(
+                "error.html",
+                serde_json::json!({ "status": 404, "message": "<script>x</script>" }),
+            )
+            .expect("renders");
+        assert!(html.contains("&lt;script&gt;"), "auto-escaped: {html}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join(CONSOLE_DIR)).expect("dir");
+        std::fs::write(
+            dir.path().join(CONSOLE_DIR).join("error.html"),
+            "错误：{{ message }}",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join(CONSOLE_DIR).join("login.html"), "{% if %}").expect("write");
+        let (pages, problems) = ConsolePages::load(Some(dir.path()));
+        assert_eq!(
+            problems.len(),
+            1,
+            "the broken login page is reported: {problems:?}"
+        );
+        let html = pages
+            .render("error.html", serde_json::json!({ "message": "无" }))
+            .expect("renders");
+        assert_eq!(html, "错误：无");
+        assert!(
+            pages
+                .render("login.html", serde_json::json!({ "csrf": "t" }))
+                .expect("the shipped login page stays")
+                .contains("name=\"password\"")
+        );
+    }
+
+    #[test]
     fn an_override_replaces_one_template_and_a_broken_one_is_reported_not_used() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("abstain.j2"), "还没有答案。").expect("write");

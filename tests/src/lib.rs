@@ -2,6 +2,8 @@
 //! entries on a real qdrant-edge store, the real model, and the real HTTP
 //! surface listening on a loopback port.
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,42 +4,17 @@
 //! conversation again, on a 360-px-wide phone screen. Screenshots go to
 //! `tests/artifacts/`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use headless_chrome::protocol::cdp::Emulation::SetDeviceMetricsOverride;
-use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::Tab;
+use tests::browser::{js, launch, screenshot, set_viewport};
 use webhooks::message::Rating;
 
 /// Longest wait for the page to show a reply (the first query also warms
 /// the model up).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn chromium() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROME").map(PathBuf::from) {
-        return Ok(path);
-    }
-    for candidate in [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ] {
-        let path = PathBuf::from(candidate);
-        if path.exists() {
-            return Ok(path);
-        }
-    }
-    bail!("no Chromium found: install Debian's `chromium` package (.ci/run does) or set CHROME")
-}
-
-/// Evaluates a JavaScript expression and returns its JSON value.
-fn js(tab: &Tab, expression: &str) -> anyhow::Result<serde_json::Value> {
-    let result = tab.evaluate(expression, false)?;
-    Ok(result.value.unwrap_or(serde_json::Value::Null))
-}
 
 fn count(tab: &Tab, selector: &str) -> anyhow::Result<u64> {
     let expression = format!("document.querySelectorAll({selector:?}).length");
@@ -69,45 +44,10 @@ fn last_text(tab: &Tab, selector: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-fn screenshot(tab: &Tab, name: &str) -> anyhow::Result<PathBuf> {
-    let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)?;
-    let dir = tests::artifacts_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(name);
-    std::fs::write(&path, png)?;
-    Ok(path)
-}
-
 fn drive(base: &str) -> anyhow::Result<String> {
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(chromium()?))
-            .headless(true)
-            // CI runs as root, where Chromium's sandbox cannot start.
-            .sandbox(false)
-            .window_size(Some((360, 740)))
-            .idle_browser_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| anyhow::anyhow!("launch options: {e}"))?,
-    )?;
+    let browser = launch(360, 740)?;
     let tab = browser.new_tab()?;
-    // A phone's viewport: headless windows have a minimum width of their own.
-    tab.call_method(SetDeviceMetricsOverride {
-        width: 360,
-        height: 740,
-        device_scale_factor: 2.0,
-        mobile: true,
-        scale: None,
-        screen_width: None,
-        screen_height: None,
-        position_x: None,
-        position_y: None,
-        dont_set_visible_size: None,
-        screen_orientation: None,
-        viewport: None,
-        display_feature: None,
-        device_posture: None,
-    })?;
+    set_viewport(&tab, 360, 740, true)?;
     tab.navigate_to(base)?.wait_until_navigated()?;
     tab.wait_for_element("#chat-input")?;
 
