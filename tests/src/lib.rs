@@ -108,3 +108,33 @@ pub async fn serve_with(
     });
     Ok(addr)
 }
+
+/// An editor console over the engine (cookies without `Secure`: the tests
+/// speak plain HTTP), with one account per `(username, role)`, all with
+/// `password`.
+pub async fn console_with(
+    engine: &Arc<Engine>,
+    accounts: &[(&str, bot::console::accounts::Role)],
+    password: &str,
+) -> anyhow::Result<Arc<bot::console::Console>> {
+    let console = bot::console::Console::open(
+        Arc::clone(engine),
+        bot::console::ConsoleConfig {
+            secure_cookies: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for (username, role) in accounts {
+        console
+            .accounts()
+            .create(bot::console::accounts::NewAccount {
+                username: (*username).into(),
+                display_name: String::new(),
+                roles: vec![*role],
+                password: password.into(),
+            })
+            .await?;
+    }
+    Ok(console)
+}

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bot::console::accounts::{NewAccount, Role};
-use bot::console::{Console, ConsoleConfig, ROUTES};
+use bot::console::accounts::Role;
+use bot::console::{Console, ROUTES};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -126,29 +126,16 @@ impl Browser {
 async fn console_server() -> anyhow::Result<(Arc<bot::Engine>, Arc<Console>, String)> {
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    let console = Console::open(
-        Arc::clone(&engine),
-        ConsoleConfig {
-            secure_cookies: false,
-            ..Default::default()
-        },
+    let console = tests::console_with(
+        &engine,
+        &[
+            ("bian", Role::Editor),
+            ("shen", Role::Reviewer),
+            ("zhuan", Role::Staff),
+        ],
+        PASSWORD,
     )
     .await?;
-    for (username, roles) in [
-        ("bian", vec![Role::Editor]),
-        ("shen", vec![Role::Reviewer]),
-        ("zhuan", vec![Role::Staff]),
-    ] {
-        console
-            .accounts()
-            .create(NewAccount {
-                username: username.into(),
-                display_name: String::new(),
-                roles,
-                password: PASSWORD.into(),
-            })
-            .await?;
-    }
     let channels = bot::http::HttpConfig {
         console: Some(Arc::clone(&console)),
         ..Default::default()

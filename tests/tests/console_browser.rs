@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use bot::console::accounts::{NewAccount, Role};
-use bot::console::{Console, ConsoleConfig};
+use bot::console::accounts::Role;
 use headless_chrome::Tab;
 use tests::browser::{js, launch, screenshot, set_viewport};
 
@@ -130,25 +129,12 @@ fn drive(base: &str) -> anyhow::Result<()> {
 async fn an_editor_and_a_reviewer_publish_an_entry_in_a_real_browser() -> anyhow::Result<()> {
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    let console = Console::open(
-        Arc::clone(&engine),
-        ConsoleConfig {
-            secure_cookies: false,
-            ..Default::default()
-        },
+    let console = tests::console_with(
+        &engine,
+        &[("bian", Role::Editor), ("shen", Role::Reviewer)],
+        PASSWORD,
     )
     .await?;
-    for (username, role) in [("bian", Role::Editor), ("shen", Role::Reviewer)] {
-        console
-            .accounts()
-            .create(NewAccount {
-                username: username.into(),
-                display_name: String::new(),
-                roles: vec![role],
-                password: PASSWORD.into(),
-            })
-            .await?;
-    }
     let channels = bot::http::HttpConfig {
         console: Some(console),
         ..Default::default()

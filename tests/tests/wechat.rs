@@ -396,6 +396,19 @@ async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Official Account in plaintext mode, with the default budget and no
+/// customer-service API.
+fn plaintext_account(engine: &bot::Engine) -> anyhow::Result<AccountConfig> {
+    Ok(AccountConfig {
+        token: TOKEN.into(),
+        encoding_aes_key: None,
+        app_id: APP_ID.into(),
+        reply_budget: Duration::from_secs(4),
+        service: None,
+        interim_text: engine.render("in_progress.j2", ())?,
+    })
+}
+
 /// Every message kind WeChat sends, as WeChat documents it, through the
 /// endpoint to the real engine: what the user reads back (or that nothing
 /// is answered), one case per row.
@@ -404,14 +417,7 @@ async fn every_message_kind_gets_its_reply() -> anyhow::Result<()> {
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
     let channels = bot::http::HttpConfig {
-        wechat: Some(AccountConfig {
-            token: TOKEN.into(),
-            encoding_aes_key: None,
-            app_id: APP_ID.into(),
-            reply_budget: Duration::from_secs(4),
-            service: None,
-            interim_text: engine.render("in_progress.j2", ())?,
-        }),
+        wechat: Some(plaintext_account(&engine)?),
         ..Default::default()
     };
     let addr = tests::serve_with(engine.clone(), &channels).await?;
@@ -554,14 +560,7 @@ async fn retries_of_an_unanswered_question_queue_it_once() -> anyhow::Result<()>
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
     let channels = bot::http::HttpConfig {
-        wechat: Some(AccountConfig {
-            token: TOKEN.into(),
-            encoding_aes_key: None,
-            app_id: APP_ID.into(),
-            reply_budget: Duration::from_secs(4),
-            service: None,
-            interim_text: engine.render("in_progress.j2", ())?,
-        }),
+        wechat: Some(plaintext_account(&engine)?),
         ..Default::default()
     };
     let addr = tests::serve_with(engine.clone(), &channels).await?;

@@ -30,26 +30,12 @@ fn status_label(status: Status) -> &'static str {
 }
 
 fn today() -> String {
-    let china = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-    let date = OffsetDateTime::now_utc().to_offset(china).date();
+    let date = OffsetDateTime::now_utc().to_offset(super::CHINA).date();
     format!(
         "{:04}-{:02}-{:02}",
         date.year(),
         u8::from(date.month()),
         date.day()
-    )
-}
-
-fn date_time(at: OffsetDateTime) -> String {
-    let china = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-    let at = at.to_offset(china);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute()
     )
 }
 
@@ -79,7 +65,7 @@ fn summary(entry: &Entry, today: &str) -> serde_json::Value {
         "status_label": status_label(entry.status),
         "version": entry.version,
         "author": entry.author,
-        "updated": date_time(entry.updated_at),
+        "updated": super::china_time(entry.updated_at),
         "review_by": entry.content.review_by,
         "stale": entry.content.review_by.as_deref().is_some_and(|d| d < today),
         "crops": entry.content.crops.join("、"),
@@ -372,23 +358,45 @@ pub(super) async fn new_form(
     )
 }
 
+/// The posted content, or the page to show instead: the editor again with
+/// the preview (nothing saved) or with what is wrong (422).
+fn posted_content(
+    console: &Console,
+    user: &Signed,
+    entry: Option<&Entry>,
+    form: &EntryForm,
+) -> Result<Result<EntryContent, Response>, ConsoleError> {
+    let previewing = form.preview.is_some();
+    match form.to_content() {
+        Ok(content) if !previewing => Ok(Ok(content)),
+        Ok(_) => Ok(Err(editor(
+            console,
+            user,
+            entry,
+            form,
+            &[],
+            StatusCode::OK,
+        )?)),
+        Err(errors) => {
+            let status = if previewing {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Ok(Err(editor(console, user, entry, form, &errors, status)?))
+        }
+    }
+}
+
 pub(super) async fn create(
     State(console): State<Arc<Console>>,
     posted: Posted<EntryForm>,
 ) -> Result<Response, ConsoleError> {
     let Posted { user, form } = posted;
     user.require(Role::Editor)?;
-    let content = match form.to_content() {
-        Ok(content) if form.preview.is_none() => content,
-        Ok(_) => return editor(&console, &user, None, &form, &[], StatusCode::OK),
-        Err(errors) => {
-            let status = if form.preview.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            return editor(&console, &user, None, &form, &errors, status);
-        }
+    let content = match posted_content(&console, &user, None, &form)? {
+        Ok(content) => content,
+        Err(page) => return Ok(page),
     };
     let entry = console
         .engine
@@ -421,17 +429,9 @@ pub(super) async fn save(
     let Posted { user, form } = posted;
     user.require(Role::Editor)?;
     let entry = load(&console, &id).await?;
-    let content = match form.to_content() {
-        Ok(content) if form.preview.is_none() => content,
-        Ok(_) => return editor(&console, &user, Some(&entry), &form, &[], StatusCode::OK),
-        Err(errors) => {
-            let status = if form.preview.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            return editor(&console, &user, Some(&entry), &form, &errors, status);
-        }
+    let content = match posted_content(&console, &user, Some(&entry), &form)? {
+        Ok(content) => content,
+        Err(page) => return Ok(page),
     };
     console
         .engine
@@ -515,7 +515,7 @@ pub(super) async fn show(
             "version": revision.version,
             "action": revision.action,
             "actor": revision.actor,
-            "at": date_time(revision.at),
+            "at": super::china_time(revision.at),
             "note": revision.note,
             "status_label": status_label(revision.snapshot.status),
             "changes": changed,
@@ -548,7 +548,7 @@ pub(super) async fn show(
                 "author": entry.author,
                 "reviewer": entry.reviewer,
                 "version": entry.version,
-                "updated": date_time(entry.updated_at),
+                "updated": super::china_time(entry.updated_at),
             },
             "history": revisions,
             "feedback": feedback,

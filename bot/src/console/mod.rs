@@ -206,6 +206,25 @@ async fn render_errors(
     (page.status, Html(html)).into_response()
 }
 
+/// China Standard Time, in which the console shows every time.
+const CHINA: time::UtcOffset = match time::UtcOffset::from_hms(8, 0, 0) {
+    Ok(offset) => offset,
+    Err(_) => time::UtcOffset::UTC,
+};
+
+/// A time as the console shows it: `2026-12-02 10:16`, China time.
+fn china_time(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(CHINA);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
 fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }

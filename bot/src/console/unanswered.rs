@@ -112,19 +112,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn when(at: i64) -> String {
-    let china = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-    let Ok(at) = OffsetDateTime::from_unix_timestamp(at) else {
-        return String::new();
-    };
-    let at = at.to_offset(china);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute()
-    )
+    OffsetDateTime::from_unix_timestamp(at)
+        .map(super::china_time)
+        .unwrap_or_default()
 }
 
 /// The open groups, newest first.
