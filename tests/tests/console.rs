@@ -303,6 +303,25 @@ async fn an_entry_goes_from_draft_to_answer_with_four_eyes() -> anyhow::Result<(
         .await?;
     assert_eq!(reply["kind"], "answer", "{reply}");
     assert_eq!(reply["citations"][0]["entry_id"], id.as_str(), "{reply}");
+    // Signing out ends the session on the server, not only in the browser.
+    let signed_in_cookies = editor.cookie_header();
+    let (status, _, _) = editor.post("/console/logout", &[("csrf", &csrf)]).await?;
+    assert_eq!(status, 303);
+    let cookies = editor.cookie_header();
+    assert!(
+        !cookies.contains("wenke_console="),
+        "cookie cleared: {cookies}"
+    );
+    let replay = reqwest::Client::new()
+        .get(format!("{base}/console/entries"))
+        .header("cookie", signed_in_cookies)
+        .send()
+        .await?;
+    assert_eq!(
+        replay.status(),
+        401,
+        "the old session token no longer works"
+    );
     let stored = engine
         .kb()
         .find(&id)
