@@ -269,6 +269,30 @@ async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()
     Ok(())
 }
 
+/// A WeCom member's text message as WeCom posts it: the URL with its
+/// `msg_signature` and the encrypted envelope.
+fn wecom_delivery(
+    addr: std::net::SocketAddr,
+    crypto: &MessageCrypto,
+    member: &str,
+    msg_id: u64,
+    nonce: &str,
+) -> (String, String) {
+    let inner = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{member}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>{msg_id}</MsgId><AgentID>{AGENT_ID}</AgentID></xml>"
+    );
+    let encrypt = crypto.encrypt(&inner);
+    let timestamp = "1700000000";
+    let url = format!(
+        "http://{addr}/wecom?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
+        crypto.msg_signature(timestamp, nonce, &encrypt)
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    (url, body)
+}
+
 /// WeCom on the same engine: always encrypted, the corp id as receive id,
 /// the user keyed as a WeCom user; absent when not configured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,18 +313,7 @@ async fn wecom_answers_encrypted_messages() -> anyhow::Result<()> {
     let addr = tests::serve_with(engine.clone(), &channels).await?;
     let crypto = MessageCrypto::new(TOKEN, KEY, CORP_ID)?;
     let user = format!("u{}", uuid::Uuid::new_v4().simple());
-    let inner = format!(
-        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>8000000001</MsgId><AgentID>1000002</AgentID></xml>"
-    );
-    let encrypt = crypto.encrypt(&inner);
-    let (timestamp, nonce) = ("1700000000", "w-1");
-    let url = format!(
-        "http://{addr}/wecom?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
-        crypto.msg_signature(timestamp, nonce, &encrypt)
-    );
-    let body = format!(
-        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-    );
+    let (url, body) = wecom_delivery(addr, &crypto, &user, 8_000_000_001, "w-1");
     let response = reqwest::Client::new().post(&url).body(body).send().await?;
     assert_eq!(response.status(), 200);
     let envelope = parse_envelope(&response.bytes().await?)?;
@@ -352,18 +365,7 @@ async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
     let addr = tests::serve_with(engine.clone(), &channels).await?;
     let crypto = MessageCrypto::new(TOKEN, KEY, CORP_ID)?;
     let member = format!("u{}", uuid::Uuid::new_v4().simple());
-    let inner = format!(
-        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{member}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>8000000002</MsgId><AgentID>{AGENT_ID}</AgentID></xml>"
-    );
-    let encrypt = crypto.encrypt(&inner);
-    let (timestamp, nonce) = ("1700000000", "w-2");
-    let url = format!(
-        "http://{addr}/wecom?msg_signature={}&timestamp={timestamp}&nonce={nonce}",
-        crypto.msg_signature(timestamp, nonce, &encrypt)
-    );
-    let body = format!(
-        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-    );
+    let (url, body) = wecom_delivery(addr, &crypto, &member, 8_000_000_002, "w-2");
     let client = reqwest::Client::new();
     // WeCom delivers the message twice; both get the interim reply.
     for _ in 0..2 {

@@ -168,6 +168,10 @@ impl CustomerService {
     /// Records a message from the user: the send window opens (again) with
     /// its full count.
     pub async fn note_contact(&self, openid: &str) {
+        // WeCom has no window to open.
+        if matches!(self.config.kind, ServiceKind::WeCom { .. }) {
+            return;
+        }
         self.cache.put(&Self::window_key(openid), "0", WINDOW).await;
     }
 
