@@ -27,14 +27,15 @@ use kb::{Decision, KnowledgeBase, PublishedEntry, SearchFilter, SearchOutcome};
 use parking_lot::RwLock;
 use prompts::Prompts;
 use serde::Serialize;
-use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 use webhooks::message::{
     Block, BlockRole, Channel, Citation, Content, Handler, HandlerError, Incoming, Push,
     QuickReply, Rating, Reply, ReplyKind, UserKey,
 };
 
+use crate::china;
 use crate::context::{self, Vocabulary};
+use crate::dictionary::{self, Dictionary, DictionaryError, WordEdit};
 use crate::intake::{Form, FormKind, IntakeContext, IntakeWords, Step};
 use crate::listings::{FormStore, Notices, SessionSerials};
 use crate::routing::{Route, RouteDecision, Router, RouterError, Signals};
@@ -124,6 +125,12 @@ pub enum EngineError {
     /// The intake vocabulary is unusable.
     #[error("intake vocabulary: {0}")]
     Intake(String),
+    /// The editors' word edits could not be read.
+    #[error(transparent)]
+    Dictionary(#[from] DictionaryError),
+    /// The subscribers or broadcasts failed.
+    #[error(transparent)]
+    Outreach(#[from] crate::outreach::OutreachError),
 }
 
 impl From<EngineError> for HandlerError {
@@ -158,6 +165,19 @@ struct Handled {
 }
 
 impl Handled {
+    fn into_reply(self, turn_id: String) -> Reply {
+        Reply {
+            turn_id,
+            kind: self.kind.unwrap_or(ReplyKind::Notice),
+            blocks: self.blocks,
+            citations: self.citations,
+            suggestions: self.suggestions,
+            quick_replies: self.quick_replies,
+            confidence: self.confidence,
+            feedback: self.feedback,
+        }
+    }
+
     fn notice(kind: ReplyKind, route: &str, text: String) -> Self {
         Self {
             kind: Some(kind),
@@ -181,6 +201,8 @@ struct Turn<'a> {
 enum Command {
     Detail,
     NotifyMe,
+    Subscribe,
+    Unsubscribe,
 }
 
 fn command(normalised: &str) -> Option<Command> {
@@ -194,6 +216,12 @@ fn command(normalised: &str) -> Option<Command> {
         }
         "通知我" | "有答案通知我" | "有了通知我" | "通知" => {
             Some(Command::NotifyMe)
+        }
+        "订阅" | "订阅科普" | "订阅推送" | "精准科普" | "订阅精准科普" => {
+            Some(Command::Subscribe)
+        }
+        "退订" | "取消订阅" | "不要推送" | "别推送了" | "td" => {
+            Some(Command::Unsubscribe)
         }
         _ => None,
     }
@@ -253,22 +281,19 @@ fn looks_like_a_question(normalised: &str) -> bool {
     QUESTION_WORDS.iter().any(|w| normalised.contains(w))
 }
 
-/// Today in China, for reading relative deadlines.
-fn china_today() -> time::Date {
-    OffsetDateTime::now_utc().to_offset(CHINA).date()
-}
-
-fn china_day_of(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map(china_day)
-        .unwrap_or_default()
-}
-
 /// Full-width letters and digits to half-width, as chat keyboards type
 /// them; nothing else changes (the analyzer's normalisation folds repeated
 /// characters, which would break phone numbers such as 13800012345).
 fn tidy(text: &str) -> String {
     text.chars().map(kb::text::to_half_width).collect()
+}
+
+/// The route name a form's turns are logged under.
+fn form_route(kind: FormKind) -> &'static str {
+    match kind {
+        FormKind::Demand => "tech_demand",
+        FormKind::Capability => "capability_offer",
+    }
 }
 
 /// What a form has gathered, for the templates.
@@ -289,19 +314,6 @@ fn form_summary(form: &Form) -> serde_json::Value {
         "contact_name": draft.contact_name,
         "phone": draft.phone,
     })
-}
-
-/// China Standard Time (no daylight saving).
-const CHINA: UtcOffset = time::macros::offset!(+8);
-
-fn china_day(at: OffsetDateTime) -> String {
-    let local = at.to_offset(CHINA);
-    format!(
-        "{:04}-{:02}-{:02}",
-        local.year(),
-        u8::from(local.month()),
-        local.day()
-    )
 }
 
 fn message_kind(content: &Content) -> &'static str {
@@ -328,6 +340,23 @@ fn citation(entry: &Entry, confidence: f32) -> Citation {
     }
 }
 
+/// What [`Engine::hit_test`] found.
+#[derive(Debug, Clone)]
+pub struct HitTest {
+    /// How the text was read: normalised, rewritten (synonyms and dialect
+    /// words applied, listed in `rewrites`), segmented.
+    pub query: kb::text::AnalyzedQuery,
+    /// The sensitive word that refuses the message, if any.
+    pub refused_word: Option<String>,
+    /// The route, with every route's score (absent when refused).
+    pub route: Option<RouteDecision>,
+    /// The knowledge-base search, for questions.
+    pub outcome: Option<SearchOutcome>,
+    /// The reply someone new would get; `None` for routes that depend on
+    /// the user's own state (a numbered choice, feedback, a demand's status).
+    pub reply: Option<Reply>,
+}
+
 /// The conversation engine.
 pub struct Engine {
     kb: Arc<KnowledgeBase>,
@@ -340,8 +369,19 @@ pub struct Engine {
     turns: TurnLog,
     config: EngineConfig,
     editable: RwLock<Arc<Editable>>,
+    sources: EditableSources,
+    outreach: crate::outreach::Outreach,
+}
+
+/// Where the editable texts and word lists come from, besides the prompts
+/// directory.
+struct EditableSources {
     /// Routing-example vectors by text, so a reload embeds only new examples.
     example_cache: tokio::sync::Mutex<ExampleCache>,
+    /// Editors' word edits.
+    dictionary: Dictionary,
+    /// The analyzer the knowledge base opened with, before the word edits.
+    base_analyzer: Arc<kb::text::Analyzer>,
 }
 
 /// The file, in [`EngineConfig::cache_dir`], of the routing-example vectors.
@@ -374,8 +414,12 @@ impl Engine {
                 model,
                 vectors: std::collections::HashMap::new(),
             });
-        let example_cache = tokio::sync::Mutex::new(cache);
-        let editable = Self::load_editable(&kb, &config, &example_cache).await?;
+        let sources = EditableSources {
+            example_cache: tokio::sync::Mutex::new(cache),
+            dictionary: Dictionary::open(kb.store(), Arc::clone(&sessions)).await?,
+            base_analyzer: kb.analyzer(),
+        };
+        let editable = Self::load_editable(&kb, &config, &sources).await?;
         let listings = ListingBook::open(
             kb.store(),
             kb.embedder().clone(),
@@ -385,6 +429,7 @@ impl Engine {
         .await?;
         let forms = FormStore::open(kb.store()).await?;
         let notices = Notices::open(kb.store()).await?;
+        let outreach = crate::outreach::Outreach::open(kb.store()).await?;
         Ok(Self {
             kb,
             pushers: RwLock::default(),
@@ -395,14 +440,15 @@ impl Engine {
             turns,
             config,
             editable: RwLock::new(Arc::new(editable)),
-            example_cache,
+            sources,
+            outreach,
         })
     }
 
     /// Reloads templates, routing examples, sensitive words and the
     /// vocabulary; on error the old ones stay in use.
     pub async fn reload(&self) -> Result<(), EngineError> {
-        let editable = Self::load_editable(&self.kb, &self.config, &self.example_cache).await?;
+        let editable = Self::load_editable(&self.kb, &self.config, &self.sources).await?;
         *self.editable.write() = Arc::new(editable);
         Ok(())
     }
@@ -410,8 +456,11 @@ impl Engine {
     async fn load_editable(
         kb: &KnowledgeBase,
         config: &EngineConfig,
-        cache: &tokio::sync::Mutex<ExampleCache>,
+        sources: &EditableSources,
     ) -> Result<Editable, EngineError> {
+        let cache = &sources.example_cache;
+        let edits = sources.dictionary.edits().await?;
+        Self::apply_synonym_edits(kb, &sources.base_analyzer, &edits).await;
         let dir = config.prompts_dir.as_deref();
         let prompts = match dir {
             Some(dir) => {
@@ -425,9 +474,10 @@ impl Engine {
         };
         let examples = prompts::route_examples(dir.map(|d| d.join("routes")).as_deref())?;
         let cues = prompts::route_cues(dir.map(|d| d.join("routes")).as_deref())?;
-        let safety = SafetyFilter::new(prompts::sensitive_words(
-            dir.map(|d| d.join("safety")).as_deref(),
-        )?);
+        let safety = SafetyFilter::new(dictionary::merged_sensitive_words(
+            prompts::sensitive_words(dir.map(|d| d.join("safety")).as_deref())?,
+            &edits,
+        ));
         let analyzer = kb.analyzer();
         let texts: Vec<String> = examples
             .iter()
@@ -456,6 +506,58 @@ impl Engine {
             vocabulary,
             intake,
         })
+    }
+
+    /// Gives the knowledge base an analyzer with the editors' synonym edits
+    /// over the base dictionary, when they differ from the one in use.
+    /// Building one loads the segmenter's dictionary (tens of
+    /// milliseconds), so it runs on a blocking thread and only on change.
+    async fn apply_synonym_edits(
+        kb: &KnowledgeBase,
+        base: &Arc<kb::text::Analyzer>,
+        edits: &[WordEdit],
+    ) {
+        let wanted = dictionary::merged_synonyms(base.synonyms().pairs().iter().cloned(), edits);
+        let mut current = kb.analyzer().synonyms().pairs().to_vec();
+        current.sort();
+        if current == wanted {
+            return;
+        }
+        let base = Arc::clone(base);
+        let built = tokio::task::spawn_blocking(move || {
+            kb::text::Analyzer::new(
+                base.terms().map(str::to_owned).collect::<Vec<_>>(),
+                kb::text::Synonyms::new(wanted),
+            )
+        })
+        .await;
+        match built {
+            Ok(analyzer) => {
+                tracing::info!(
+                    synonyms = analyzer.synonyms().pairs().len(),
+                    "synonym edits applied"
+                );
+                kb.set_analyzer(analyzer);
+            }
+            Err(error) => {
+                tracing::error!(%error, "building the analyzer failed; the old one stays")
+            }
+        }
+    }
+
+    /// The sensitive words in use (shipped, overridden and edited).
+    pub fn sensitive_words(&self) -> Vec<String> {
+        self.editable.read().safety.words().to_vec()
+    }
+
+    /// Subscribers and broadcasts of personalised push.
+    pub fn outreach(&self) -> &crate::outreach::Outreach {
+        &self.outreach
+    }
+
+    /// The editors' word edits.
+    pub fn dictionary(&self) -> &Dictionary {
+        &self.sources.dictionary
     }
 
     /// Embeds the routing examples, reusing cached vectors of the same model.
@@ -620,6 +722,82 @@ impl Engine {
         self.decide(&query, &editable).await
     }
 
+    /// What the bot would do with a message from someone new, for the
+    /// console's hit testing: how the text was read, the route, the ranked
+    /// entries with their evidence, and the reply. It has no side effect:
+    /// no session is read or saved, no turn is logged, no form is opened,
+    /// no rate limit counts.
+    pub async fn hit_test(&self, text: &str) -> Result<HitTest, EngineError> {
+        let editable = Arc::clone(&self.editable.read());
+        let prompts = &editable.prompts;
+        let query = self.kb.analyzer().analyze_query(text);
+        let mut test = HitTest {
+            query: query.clone(),
+            refused_word: None,
+            route: None,
+            outcome: None,
+            reply: None,
+        };
+        if let Some(word) = editable.safety.find(&query.normalised) {
+            test.refused_word = Some(word.to_owned());
+            let refused = Handled::notice(
+                ReplyKind::Refused,
+                "refused",
+                prompts.render("refused.j2", ())?,
+            );
+            test.reply = Some(refused.into_reply(String::new()));
+            return Ok(test);
+        }
+        let decision = match Router::by_rule(&query.normalised) {
+            Some(decision) => decision,
+            None => self.decide(&query, &editable).await?,
+        };
+        let user = UserKey::new(Channel::Web, "console-hit-test");
+        let mut turn = Turn {
+            id: String::new(),
+            user: &user,
+            session: Session::default(),
+        };
+        let answered_as_question = decision.route == Route::ScienceQuestion
+            || (decision.route == Route::TechDemand && decision.confidence < FORM_MIN_CONFIDENCE);
+        let handled = if answered_as_question {
+            // Someone new has no topic: the question is searched as it is.
+            let outcome = self
+                .kb
+                .search(&query.rewritten, &SearchFilter::default())
+                .await?;
+            let handled = self.render_outcome(&outcome, &mut turn, &editable).await?;
+            test.outcome = Some(outcome);
+            Some(handled)
+        } else {
+            match decision.route {
+                Route::Greeting | Route::Help | Route::Human => Some(Self::fixed_reply(
+                    decision.route,
+                    &query.normalised,
+                    prompts,
+                )?),
+                Route::TechDemand | Route::CapabilityOffer => {
+                    let kind = if decision.route == Route::TechDemand {
+                        FormKind::Demand
+                    } else {
+                        FormKind::Capability
+                    };
+                    let context = Self::intake_context(&editable, china::today());
+                    let (form, step) = Form::start(String::new(), kind, &tidy(text), &context);
+                    Some(Self::render_form_step(&form, &step, &editable)?)
+                }
+                // These read the user's own state (their last reply, their
+                // demands): there is nothing to show for someone new.
+                Route::ScienceQuestion | Route::Choice | Route::Feedback | Route::DemandStatus => {
+                    None
+                }
+            }
+        };
+        test.reply = handled.map(|handled| handled.into_reply(String::new()));
+        test.route = Some(decision);
+        Ok(test)
+    }
+
     fn signals(editable: &Editable, rewritten: &str) -> Signals {
         let vocabulary = &editable.vocabulary;
         Signals {
@@ -676,28 +854,22 @@ impl Engine {
             self.deliver_notices(&message.user, &mut handled).await?;
         }
         let kind = handled.kind.unwrap_or(ReplyKind::Notice);
-        let reply = Reply {
-            turn_id: turn.id.clone(),
-            kind,
-            blocks: handled.blocks,
-            citations: handled.citations,
-            suggestions: handled.suggestions,
-            quick_replies: handled.quick_replies,
-            confidence: handled.confidence,
-            feedback: handled.feedback,
-        };
+        let route = std::mem::take(&mut handled.route);
+        let route_confidence = handled.route_confidence;
+        let resolved_query = handled.resolved_query.take();
+        let reply = handled.into_reply(turn.id.clone());
         let latency_ms = started.elapsed().as_secs_f32() * 1000.0;
         let record = TurnRecord {
             turn_id: turn.id,
             at: message.received_at.unix_timestamp(),
-            day: china_day(message.received_at),
+            day: china::day(message.received_at),
             channel: message.user.channel.as_str().to_owned(),
             user: message.user.storage_key(),
             message_kind: message_kind(&message.content).to_owned(),
             text: mask_phones(&logged_text),
-            resolved_query: handled.resolved_query.map(|q| mask_phones(&q)),
-            route: handled.route,
-            route_confidence: handled.route_confidence,
+            resolved_query: resolved_query.map(|q| mask_phones(&q)),
+            route,
+            route_confidence,
             reply_kind: kind.as_str().to_owned(),
             entry_ids: reply.citations.iter().map(|c| c.entry_id.clone()).collect(),
             confidence: reply.confidence,
@@ -775,6 +947,7 @@ impl Engine {
             Content::Location { label, .. } => {
                 if let Some(label) = label.as_ref().filter(|l| !l.trim().is_empty()) {
                     turn.session.region = Some(label.trim().to_owned());
+                    self.note_interest(turn).await?;
                 }
                 Handled::notice(
                     ReplyKind::Notice,
@@ -789,6 +962,8 @@ impl Engine {
             ),
             Content::Subscribe => self.welcome(prompts)?,
             Content::Unsubscribe => {
+                // Unfollowing ends personalised push too.
+                self.outreach.unsubscribe(turn.user).await?;
                 self.sessions.forget(turn.user).await?;
                 Handled::notice(ReplyKind::Notice, "unsubscribe", String::new())
             }
@@ -880,6 +1055,8 @@ impl Engine {
         match command(normalised) {
             Some(Command::Detail) => return self.detail(turn, prompts).await,
             Some(Command::NotifyMe) => return self.notify_me(turn, prompts).await,
+            Some(Command::Subscribe) => return self.subscribe(turn, prompts).await,
+            Some(Command::Unsubscribe) => return self.unsubscribe(turn, prompts).await,
             None => {}
         }
 
@@ -889,8 +1066,11 @@ impl Engine {
         };
         let mut handled = match decision.route {
             Route::ScienceQuestion => {
-                self.answer_question(&query.rewritten, turn, editable)
-                    .await?
+                let handled = self
+                    .answer_question(&query.rewritten, turn, editable)
+                    .await?;
+                self.note_interest(turn).await?;
+                handled
             }
             Route::Choice => {
                 self.choose(decision.choice.unwrap_or(0), turn, editable)
@@ -910,6 +1090,28 @@ impl Engine {
                 self.start_form(FormKind::Capability, text, turn, editable)
                     .await?
             }
+            Route::Greeting | Route::Help | Route::Human => {
+                Self::fixed_reply(decision.route, normalised, prompts)?
+            }
+            Route::Feedback => self.typed_feedback(normalised, turn, prompts).await?,
+            Route::DemandStatus => {
+                self.demand_status(decision.demand_number.as_deref(), turn, prompts)
+                    .await?
+            }
+        };
+        handled.route = decision.route.as_str().to_owned();
+        handled.route_confidence = decision.confidence;
+        Ok(handled)
+    }
+
+    /// The reply of a route that depends on nothing but the words: small
+    /// talk, help, the hand-over to a person.
+    fn fixed_reply(
+        route: Route,
+        normalised: &str,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        Ok(match route {
             Route::Greeting => {
                 let thanks = THANKS.iter().any(|w| normalised.contains(w));
                 let farewell = FAREWELL.iter().any(|w| normalised.contains(w));
@@ -922,19 +1124,11 @@ impl Engine {
                     )?,
                 )
             }
-            Route::Help => Handled::notice(ReplyKind::Help, "help", prompts.render("help.j2", ())?),
             Route::Human => {
                 Handled::notice(ReplyKind::Human, "human", prompts.render("human.j2", ())?)
             }
-            Route::Feedback => self.typed_feedback(normalised, turn, prompts).await?,
-            Route::DemandStatus => {
-                self.demand_status(decision.demand_number.as_deref(), turn, prompts)
-                    .await?
-            }
-        };
-        handled.route = decision.route.as_str().to_owned();
-        handled.route_confidence = decision.confidence;
-        Ok(handled)
+            _ => Handled::notice(ReplyKind::Help, "help", prompts.render("help.j2", ())?),
+        })
     }
 
     fn intake_context<'a>(editable: &'a Editable, today: time::Date) -> IntakeContext<'a> {
@@ -953,7 +1147,7 @@ impl Engine {
         turn: &mut Turn<'_>,
         editable: &Editable,
     ) -> Result<Handled, EngineError> {
-        let context = Self::intake_context(editable, china_today());
+        let context = Self::intake_context(editable, china::today());
         let (form, step) = Form::start(Uuid::now_v7().to_string(), kind, &tidy(text), &context);
         self.after_step(form, step, turn, editable).await
     }
@@ -965,7 +1159,7 @@ impl Engine {
         turn: &mut Turn<'_>,
         editable: &Editable,
     ) -> Result<Handled, EngineError> {
-        let context = Self::intake_context(editable, china_today());
+        let context = Self::intake_context(editable, china::today());
         let step = form.answer(&tidy(text), &context);
         self.after_step(form, step, turn, editable).await
     }
@@ -978,23 +1172,40 @@ impl Engine {
         turn: &mut Turn<'_>,
         editable: &Editable,
     ) -> Result<Handled, EngineError> {
+        match step {
+            Step::Ask { .. } | Step::Confirm { .. } => self.forms.save(turn.user, &form).await?,
+            Step::Cancelled => self.forms.clear(turn.user).await?,
+            Step::File => {
+                let mut handled = self.file_form(&form, turn, &editable.prompts).await?;
+                self.forms.clear(turn.user).await?;
+                handled.route = form_route(form.kind).to_owned();
+                handled.route_confidence = 1.0;
+                return Ok(handled);
+            }
+        }
+        Self::render_form_step(&form, &step, editable)
+    }
+
+    /// What the form says after a step that files nothing (a question, the
+    /// summary, the cancellation); [`Step::File`] renders as the summary.
+    fn render_form_step(
+        form: &Form,
+        step: &Step,
+        editable: &Editable,
+    ) -> Result<Handled, EngineError> {
         let prompts = &editable.prompts;
-        let route = match form.kind {
-            FormKind::Demand => "tech_demand",
-            FormKind::Capability => "capability_offer",
-        };
+        let route = form_route(form.kind);
         let kind = match form.kind {
             FormKind::Demand => "demand",
             FormKind::Capability => "capability",
         };
-        let summary = form_summary(&form);
+        let summary = form_summary(form);
         let mut handled = match step {
             Step::Ask {
                 slot,
                 retry,
                 corrected,
             } => {
-                self.forms.save(turn.user, &form).await?;
                 let text = prompts.render(
                     "intake_ask.j2",
                     serde_json::json!({
@@ -1012,7 +1223,6 @@ impl Engine {
                 handled
             }
             Step::Confirm { changed } => {
-                self.forms.save(turn.user, &form).await?;
                 let text = prompts.render(
                     "intake_summary.j2",
                     serde_json::json!({ "kind": kind, "changed": changed, "draft": summary }),
@@ -1024,19 +1234,18 @@ impl Engine {
                 ];
                 handled
             }
-            Step::Cancelled => {
-                self.forms.clear(turn.user).await?;
-                Handled::notice(
-                    ReplyKind::Demand,
-                    route,
-                    prompts.render("intake_cancelled.j2", serde_json::json!({ "kind": kind }))?,
-                )
-            }
             Step::File => {
-                let handled = self.file_form(&form, turn, prompts).await?;
-                self.forms.clear(turn.user).await?;
-                handled
+                let text = prompts.render(
+                    "intake_summary.j2",
+                    serde_json::json!({ "kind": kind, "changed": false, "draft": summary }),
+                )?;
+                Handled::notice(ReplyKind::Demand, route, text)
             }
+            Step::Cancelled => Handled::notice(
+                ReplyKind::Demand,
+                route,
+                prompts.render("intake_cancelled.j2", serde_json::json!({ "kind": kind }))?,
+            ),
         };
         handled.route = route.to_owned();
         handled.route_confidence = 1.0;
@@ -1140,7 +1349,7 @@ impl Engine {
                         "claims": demand.claims.len(),
                         "last": demand.last_log().map(|line| serde_json::json!({
                             "text": line.text,
-                            "day": china_day_of(line.at),
+                            "day": china::day_of(line.at),
                         })),
                     }),
                     None => serde_json::json!({ "number": number, "found": false }),
@@ -1393,7 +1602,7 @@ impl Engine {
     }
 
     /// A published entry by id; `None` when it is gone or no longer published.
-    async fn published(&self, entry_id: &str) -> Result<Option<PublishedEntry>, EngineError> {
+    pub async fn published(&self, entry_id: &str) -> Result<Option<PublishedEntry>, EngineError> {
         let Ok(uuid) = Uuid::parse_str(entry_id) else {
             return Ok(None);
         };
@@ -1503,6 +1712,86 @@ impl Engine {
             ReplyKind::Notice,
             "notify",
             prompts.render("notify_ack.j2", serde_json::json!({ "ok": ok }))?,
+        ))
+    }
+
+    /// Adds the conversation's crops and place to a subscriber's record;
+    /// nothing at all for users who did not opt in.
+    async fn note_interest(&self, turn: &Turn<'_>) -> Result<(), EngineError> {
+        if !turn.session.subscribed {
+            return Ok(());
+        }
+        let crops = turn
+            .session
+            .topic
+            .as_ref()
+            .map(|topic| topic.crops.clone())
+            .unwrap_or_default();
+        let place = turn
+            .session
+            .region
+            .as_deref()
+            .and_then(|label| Regions::builtin().find(label));
+        if crops.is_empty() && place.is_none() {
+            return Ok(());
+        }
+        Ok(self
+            .outreach
+            .note_interest(turn.user, place, &crops)
+            .await?)
+    }
+
+    /// "订阅科普": opts the user in to personalised push, with where they
+    /// are and the crops of the conversation.
+    async fn subscribe(
+        &self,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let already = turn.session.subscribed;
+        let place = turn
+            .session
+            .region
+            .as_deref()
+            .and_then(|label| Regions::builtin().find(label));
+        let crops = turn
+            .session
+            .topic
+            .as_ref()
+            .map(|topic| topic.crops.clone())
+            .unwrap_or_default();
+        let subscriber = self.outreach.subscribe(turn.user, place, &crops).await?;
+        turn.session.subscribed = true;
+        Ok(Handled::notice(
+            ReplyKind::Notice,
+            "subscribe",
+            prompts.render(
+                "subscribed.j2",
+                serde_json::json!({
+                    "already": already,
+                    "city": subscriber.city,
+                    "county": subscriber.county,
+                    "crops": subscriber.crops,
+                }),
+            )?,
+        ))
+    }
+
+    /// "退订": no more personalised push.
+    async fn unsubscribe(
+        &self,
+        turn: &mut Turn<'_>,
+        prompts: &Prompts,
+    ) -> Result<Handled, EngineError> {
+        let was_subscribed = self.outreach.unsubscribe(turn.user).await?;
+        turn.session.subscribed = false;
+        Ok(Handled::notice(
+            ReplyKind::Notice,
+            "unsubscribe",
+            prompts.render(
+                "unsubscribed.j2",
+                serde_json::json!({ "was_subscribed": was_subscribed }),
+            )?,
         ))
     }
 

@@ -166,8 +166,9 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// Reloads the engine's editable texts when files under `dir` change, and
-/// its vocabulary every few minutes. Polling (rather than file-system
+/// Reloads the engine's editable texts when files under `dir` change or an
+/// editor changes a word list (on any instance), and its vocabulary every
+/// few minutes. Polling (rather than file-system
 /// events) because it also works on network and container volumes, and a
 /// two-second delay is nothing for an editor.
 pub fn watch_prompts(engine: Arc<Engine>, dir: Option<PathBuf>) {
@@ -176,16 +177,21 @@ pub fn watch_prompts(engine: Arc<Engine>, dir: Option<PathBuf>) {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || dir.as_deref().and_then(newest_change))
         };
+        let dictionary_version = || async { engine.dictionary().version().await.ok().flatten() };
         let mut seen = newest(&dir).await.ok().flatten();
+        let mut seen_version = dictionary_version().await;
         let mut last_reload = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RELOAD_POLL).await;
             let current = newest(&dir).await.ok().flatten();
-            let edited = current != seen;
+            // Word edits made in the console of any instance.
+            let version = dictionary_version().await;
+            let edited = current != seen || version != seen_version;
             if !edited && last_reload.elapsed() < VOCABULARY_REFRESH {
                 continue;
             }
             seen = current;
+            seen_version = version;
             last_reload = tokio::time::Instant::now();
             match engine.reload().await {
                 Ok(()) if edited => tracing::info!("editable texts reloaded"),

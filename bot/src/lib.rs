@@ -7,19 +7,27 @@
 //! - [`context`]: follow-up questions read against the conversation's topic.
 //! - [`session`]: conversation state, rate limits and dedup, in memory or Redis.
 //! - [`safety`]: the sensitive-word filter.
+//! - [`dictionary`]: editors' edits of the synonym and sensitive-word lists.
 //! - [`turns`]: the durable turn log.
 //! - [`http`]: the HTTP surface (web chat, API, health).
 //! - [`intake`]: the filing conversation of demands and capabilities.
 //! - [`listings`]: forms in progress, notices, listing serial numbers.
 //! - [`listings_http`]: the listings API, public and staff.
+//! - [`outreach`]: personalised push (精准科普) to opted-in users.
+//! - [`report`]: analytics and the weekly report from the turn log.
+//! - [`china`]: China days, in which everything is counted.
 
+pub mod china;
 pub mod console;
 pub mod context;
+pub mod dictionary;
 pub mod engine;
 pub mod http;
 pub mod intake;
 pub mod listings;
 pub mod listings_http;
+pub mod outreach;
+pub mod report;
 pub mod routing;
 pub mod safety;
 pub mod session;

@@ -7,6 +7,7 @@ mod chat_cli;
 mod console_cli;
 mod kb_cli;
 mod listings_cli;
+mod report_cli;
 mod serve;
 
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ enum Command {
         #[arg(long)]
         show_misses: bool,
     },
+    /// The weekly report (周报) from the turn log and the demands: questions,
+    /// answer rates, satisfaction, demands, by channel and region.
+    Report(report_cli::ReportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -207,6 +211,10 @@ fn main() -> anyhow::Result<()> {
             })?;
             std::process::exit(code);
         }
+        Command::Report(args) => runtime()?.block_on(async {
+            let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+            report_cli::run(&engine, args, cli.engine.prompts_dir().as_deref()).await
+        }),
         Command::Console(command) => runtime()?.block_on(console_cli::run(&cli.store, command)),
         Command::Listings(command) => {
             let code = runtime()?.block_on(async {

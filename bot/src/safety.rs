@@ -34,6 +34,11 @@ impl SafetyFilter {
         Self { words, matcher }
     }
 
+    /// The words, normalised and sorted.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
     /// How many words the filter holds.
     pub fn len(&self) -> usize {
         self.words.len()

@@ -115,6 +115,7 @@ fn spec() -> CollectionSpec {
             "day",
             "region",
             "entry_ids",
+            "feedback",
         ],
         integer_fields: vec!["at"],
     }
@@ -209,16 +210,33 @@ impl TurnLog {
     }
 
     /// Turns matching every `field = value` pair given (after a flush), in
-    /// time order; for reports, tests and the unanswered queue.
+    /// time order; for tests and the unanswered queue.
     pub async fn find(
         &self,
         conditions: &[(&'static str, &str)],
     ) -> Result<Vec<TurnRecord>, TurnLogError> {
-        self.flush().await?;
         let mut filter = Filter::default();
         for (field, value) in conditions {
             filter = filter.and(Condition::keyword(field, *value));
         }
+        self.scan(filter).await
+    }
+
+    /// Turns of the given China days (`YYYY-MM-DD`, as [`TurnRecord::day`]),
+    /// after a flush, in time order; for reports.
+    pub async fn on_days(&self, days: Vec<String>) -> Result<Vec<TurnRecord>, TurnLogError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.scan(Filter::must(Condition::KeywordIn {
+            field: "day",
+            values: days,
+        }))
+        .await
+    }
+
+    async fn scan(&self, filter: Filter) -> Result<Vec<TurnRecord>, TurnLogError> {
+        self.flush().await?;
         let records = kb::store::scroll_all(self.store.as_ref(), TURNS, filter).await?;
         let mut turns: Vec<TurnRecord> = records
             .into_iter()

@@ -138,3 +138,123 @@ pub async fn console_with(
     }
     Ok(console)
 }
+
+/// A console client that keeps its cookies like a browser (by hand: reqwest's cookie
+/// store is a feature the rest of the workspace does not build with).
+pub struct ConsoleClient {
+    client: reqwest::Client,
+    base: String,
+    cookies: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// The CSRF token in a page's first form.
+pub fn hidden_csrf(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+impl ConsoleClient {
+    /// A client of the console at `base` (`http://127.0.0.1:port`) that
+    /// does not follow redirects, so tests see them.
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            base: base.to_owned(),
+            cookies: Default::default(),
+        })
+    }
+
+    /// The `Cookie` header the client sends.
+    pub fn cookie_header(&self) -> String {
+        let cookies = self.cookies.lock().expect("lock");
+        cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&self, response: &reqwest::Response) {
+        let mut cookies = self.cookies.lock().expect("lock");
+        for header in response.headers().get_all("set-cookie") {
+            let Some(pair) = header.to_str().ok().and_then(|h| h.split(';').next()) else {
+                continue;
+            };
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            if value.is_empty() {
+                cookies.remove(name.trim());
+            } else {
+                cookies.insert(name.trim().to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    /// GETs a path; the status and the body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await?;
+        self.keep_cookies(&response);
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// POSTs a form; the status, the redirect target and the body.
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String, String)> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await?;
+        self.keep_cookies(&response);
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((status, location, response.text().await?))
+    }
+
+    /// Signs in through the login form; the status (303 when it worked).
+    pub async fn sign_in(&self, username: &str, password: &str) -> anyhow::Result<u16> {
+        let (_, page) = self.get("/console/login").await?;
+        let csrf = hidden_csrf(&page).unwrap_or_default();
+        let (status, _, _) = self
+            .post(
+                "/console/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", password),
+                ],
+            )
+            .await?;
+        Ok(status)
+    }
+
+    /// The CSRF token of the signed-in session, from the entry list.
+    pub async fn csrf(&self) -> anyhow::Result<String> {
+        self.csrf_from("/console/entries").await
+    }
+
+    /// The CSRF token of the signed-in session, from a page the user may see.
+    pub async fn csrf_from(&self, path: &str) -> anyhow::Result<String> {
+        let (_, page) = self.get(path).await?;
+        hidden_csrf(&page).ok_or_else(|| anyhow::anyhow!("no CSRF token on {path}"))
+    }
+}

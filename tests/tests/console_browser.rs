@@ -2,7 +2,10 @@
 //! an editor signs in with the keyboard, writes an entry, previews it,
 //! saves and submits it; a reviewer signs in on a tablet-width screen,
 //! finds it in the review queue and publishes it; the bot then answers with
-//! it. Screenshots go to `tests/artifacts/`.
+//! it. The editor hit-tests it, turns a group of unanswered questions into
+//! an entry that the reviewer publishes (and the asker is told), and staff
+//! read the weekly report and download it. Screenshots go to
+//! `tests/artifacts/`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,8 @@ use tests::browser::{js, launch, screenshot, set_viewport};
 
 const PASSWORD: &str = "correct-horse-battery";
 const QUESTION: &str = "冬季大棚草莓灰霉病怎么防治？";
+/// A question the fixture cannot answer.
+const UNANSWERED: &str = "月亮上为什么有那么多环形山";
 
 fn wait_for_text(tab: &Tab, text: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -98,9 +103,7 @@ fn drive(base: &str) -> anyhow::Result<()> {
     wait_for_text(&tab, "待审核")?;
     wait_for_text(&tab, "需要另一位审核人审核")?;
     screenshot(&tab, "console-entry-submitted-1280.png")?;
-    tab.wait_for_element("form[action='/console/logout'] button")?
-        .click()?;
-    tab.wait_for_element("#username")?;
+    sign_out(&tab)?;
 
     // The reviewer, on a tablet.
     let tab = browser.new_tab()?;
@@ -122,6 +125,108 @@ fn drive(base: &str) -> anyhow::Result<()> {
     wait_for_text(&tab, "内容准确，已核对标签用量")?;
     no_sideways_scroll(&tab, 820)?;
     screenshot(&tab, "console-entry-published-820.png")?;
+    sign_out(&tab)?;
+
+    // The editor hit-tests the new entry.
+    set_viewport(&tab, 1280, 900, false)?;
+    sign_in(&tab, base, "bian")?;
+    tab.wait_for_element("a[href='/console/hit-test']")?
+        .click()?;
+    fill(&tab, "input[name=q]", "草莓果子长灰毛咋个办")?;
+    tab.press_key("Enter")?;
+    wait_for_text(&tab, "路由：科学问题")?;
+    wait_for_text(&tab, "直接回答")?;
+    wait_for_text(&tab, QUESTION)?;
+    if js(&tab, "document.querySelectorAll('.preview').length")?.as_u64() != Some(4) {
+        bail!("a reply preview per channel");
+    }
+    screenshot(&tab, "console-hit-test-1280.png")?;
+
+    // An unanswered question becomes a draft, pre-filled.
+    tab.wait_for_element("a[href='/console/unanswered']")?
+        .click()?;
+    wait_for_text(&tab, UNANSWERED)?;
+    wait_for_text(&tab, "1 人等通知")?;
+    tab.wait_for_element("form[action='/console/unanswered/draft'] button")?
+        .click()?;
+    tab.wait_for_element("#answer")?;
+    if js(&tab, "document.querySelector('#question').value")?.as_str() != Some(UNANSWERED) {
+        bail!("the draft is pre-filled with the question");
+    }
+    fill(
+        &tab,
+        "#answer",
+        "月球没有大气层，陨石撞击后不会被风化抹平，几十亿年的撞击坑就都留了下来。",
+    )?;
+    js(
+        &tab,
+        "document.querySelector('#category').value = '生活科普'",
+    )?;
+    fill(&tab, "#source_organisation", "省科普作家协会")?;
+    tab.wait_for_element("form.card button[type=submit]:not([name])")?
+        .click()?;
+    wait_for_text(&tab, "草稿")?;
+    tab.wait_for_element("form[action$='/submit'] button")?
+        .click()?;
+    wait_for_text(&tab, "待审核")?;
+    sign_out(&tab)?;
+    sign_in(&tab, base, "shen")?;
+    tab.navigate_to(&format!("{base}/console/review"))?
+        .wait_until_navigated()?;
+    wait_for_text(&tab, UNANSWERED)?;
+    tab.wait_for_element("table a[href^='/console/entries/']")?
+        .click()?;
+    tab.wait_for_element("form[action$='/approve'] button")?
+        .click()?;
+    wait_for_text(&tab, "已发布")?;
+    sign_out(&tab)?;
+
+    // Staff read the week's numbers and download the report.
+    sign_in(&tab, base, "zhuan")?;
+    tab.wait_for_element("a[href='/console/reports']")?
+        .click()?;
+    wait_for_text(&tab, "每日提问")?;
+    if js(&tab, "document.querySelectorAll('.chart svg rect').length")?.as_u64() == Some(0) {
+        bail!("the daily chart has bars");
+    }
+    no_sideways_scroll(&tab, 1280)?;
+    screenshot(&tab, "console-reports-1280.png")?;
+    // Click the Markdown download; Chromium saves it where we say.
+    let downloads = tests::scratch_dir()?;
+    tab.call_method(
+        headless_chrome::protocol::cdp::Browser::SetDownloadBehavior {
+            behavior:
+                headless_chrome::protocol::cdp::Browser::SetDownloadBehaviorBehaviorOption::Allow,
+            browser_context_id: None,
+            download_path: Some(downloads.display().to_string()),
+            events_enabled: None,
+        },
+    )?;
+    tab.wait_for_element("a[href*='format=md']")?.click()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let markdown = loop {
+        let saved = std::fs::read_dir(&downloads)?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|e| e == "md"));
+        if let Some(path) = saved {
+            break std::fs::read_to_string(path)?;
+        }
+        if Instant::now() > deadline {
+            bail!("the report was not downloaded");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !markdown.starts_with("# 问科 周报") || !markdown.contains("| 提问 |") {
+        bail!("the downloaded report: {markdown}");
+    }
+    Ok(())
+}
+
+fn sign_out(tab: &Tab) -> anyhow::Result<()> {
+    tab.wait_for_element("form[action='/console/logout'] button")?
+        .click()?;
+    tab.wait_for_element("#username")?;
     Ok(())
 }
 
@@ -131,7 +236,11 @@ async fn an_editor_and_a_reviewer_publish_an_entry_in_a_real_browser() -> anyhow
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
     let console = tests::console_with(
         &engine,
-        &[("bian", Role::Editor), ("shen", Role::Reviewer)],
+        &[
+            ("bian", Role::Editor),
+            ("shen", Role::Reviewer),
+            ("zhuan", Role::Staff),
+        ],
         PASSWORD,
     )
     .await?;
@@ -141,6 +250,15 @@ async fn an_editor_and_a_reviewer_publish_an_entry_in_a_real_browser() -> anyhow
     };
     let addr = tests::serve_with(Arc::clone(&engine), &channels).await?;
     let base = format!("http://{addr}");
+    // Someone asks what nobody has answered yet and wants to be told.
+    let asker = webhooks::message::UserKey::new(webhooks::message::Channel::Web, "w-moon");
+    for text in [UNANSWERED, "通知我"] {
+        webhooks::message::Handler::handle(
+            &*engine,
+            webhooks::message::Incoming::text(asker.clone(), text),
+        )
+        .await?;
+    }
     let driven = base.clone();
     tokio::task::spawn_blocking(move || drive(&driven)).await??;
 
@@ -164,5 +282,9 @@ async fn an_editor_and_a_reviewer_publish_an_entry_in_a_real_browser() -> anyhow
         .ok_or_else(|| anyhow::anyhow!("the entry is published"))?;
     assert_eq!(published.author, "bian");
     assert_eq!(published.reviewer.as_deref(), Some("shen"));
+    // The asker was told when the editor's answer was published.
+    let told = engine.notices().pending("web:w-moon").await?;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].text.contains("陨石撞击"), "{}", told[0].text);
     Ok(())
 }

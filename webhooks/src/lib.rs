@@ -8,6 +8,7 @@
 //! format. It knows nothing of retrieval.
 
 pub mod message;
+pub mod preview;
 pub mod telegram;
 pub mod web;
 pub mod wechat;

@@ -285,7 +285,7 @@ struct OutgoingMessage {
 
 /// A reply as HTML: every block escaped, the source and hints in italics.
 /// A reply too long for one message is split, plainly, into several.
-fn reply_html(reply: &Reply) -> Vec<String> {
+pub(crate) fn reply_html(reply: &Reply) -> Vec<String> {
     if reply.text().len() > MESSAGE_LIMIT_BYTES {
         return reply
             .split_into_messages(MESSAGE_LIMIT_BYTES)

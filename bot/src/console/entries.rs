@@ -12,7 +12,6 @@ use kb::ListFilter;
 use kb::entry::{Category, Entry, EntryContent, EntryId, FieldError, Source, Status};
 use kb::workflow::Action;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::accounts::Role;
 use super::{Console, ConsoleError, Posted, Signed, markdown};
@@ -30,13 +29,7 @@ fn status_label(status: Status) -> &'static str {
 }
 
 fn today() -> String {
-    let date = OffsetDateTime::now_utc().to_offset(super::CHINA).date();
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
+    crate::china::date_text(crate::china::today())
 }
 
 fn parse_id(id: &str) -> Result<EntryId, ConsoleError> {
@@ -524,7 +517,7 @@ pub(super) async fn show(
     revisions.reverse();
     let username = &user.account.username;
     let reviewable = entry.status == Status::InReview && &entry.author != username;
-    let feedback = super::unanswered::satisfaction(&console, entry.id).await?;
+    let feedback = super::feedback::satisfaction(&console, entry.id).await?;
     console.page(
         &user,
         "entry.html",

@@ -20,8 +20,15 @@
 //! texts); errors render `error.html`.
 
 pub mod accounts;
+mod demands;
+mod dictionary;
 mod entries;
+mod feedback;
+mod hit_test;
+mod import;
 mod markdown;
+mod push;
+mod reports;
 mod unanswered;
 
 use std::sync::Arc;
@@ -206,23 +213,16 @@ async fn render_errors(
     (page.status, Html(html)).into_response()
 }
 
-/// China Standard Time, in which the console shows every time.
-const CHINA: time::UtcOffset = match time::UtcOffset::from_hms(8, 0, 0) {
-    Ok(offset) => offset,
-    Err(_) => time::UtcOffset::UTC,
-};
-
 /// A time as the console shows it: `2026-12-02 10:16`, China time.
 fn china_time(at: time::OffsetDateTime) -> String {
-    let at = at.to_offset(CHINA);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute()
-    )
+    crate::china::minute(at)
+}
+
+/// A Unix time as the console shows it; empty when out of range.
+fn unix_time(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .map(china_time)
+        .unwrap_or_default()
 }
 
 fn random_token() -> String {
@@ -289,6 +289,7 @@ impl Signed {
             "editor": self.account.has(Role::Editor),
             "reviewer": self.account.has(Role::Reviewer),
             "admin": self.account.has(Role::Admin),
+            "staff": self.account.has(Role::Staff),
         })
     }
 }
@@ -580,6 +581,25 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("GET", "/console/review", Some(Role::Reviewer)),
     ("GET", "/console/unanswered", Some(Role::Editor)),
     ("POST", "/console/unanswered/draft", Some(Role::Editor)),
+    ("GET", "/console/import", Some(Role::Editor)),
+    ("POST", "/console/import", Some(Role::Editor)),
+    ("GET", "/console/hit-test", Some(Role::Editor)),
+    ("GET", "/console/feedback", Some(Role::Editor)),
+    ("GET", "/console/dictionary", Some(Role::Editor)),
+    ("GET", "/console/push", Some(Role::Editor)),
+    ("POST", "/console/push", Some(Role::Editor)),
+    ("POST", "/console/dictionary", Some(Role::Editor)),
+    ("GET", "/console/demands", Some(Role::Staff)),
+    ("GET", "/console/demands/{number}", Some(Role::Staff)),
+    (
+        "POST",
+        "/console/demands/{number}/update",
+        Some(Role::Staff),
+    ),
+    ("POST", "/console/demands/{number}/claim", Some(Role::Staff)),
+    ("GET", "/console/capabilities", Some(Role::Staff)),
+    ("GET", "/console/reports", Some(Role::Staff)),
+    ("GET", "/console/reports/export", Some(Role::Staff)),
     ("POST", "/console/logout", None),
 ];
 
@@ -604,6 +624,28 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/review", get(entries::review_queue))
         .route("/console/unanswered", get(unanswered::groups))
         .route("/console/unanswered/draft", post(unanswered::draft))
+        .route(
+            "/console/import",
+            get(import::form)
+                .post(import::import)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    import::MAX_IMPORT_BYTES,
+                )),
+        )
+        .route("/console/hit-test", get(hit_test::page))
+        .route("/console/feedback", get(feedback::page))
+        .route("/console/push", get(push::page).post(push::send))
+        .route(
+            "/console/dictionary",
+            get(dictionary::page).post(dictionary::edit),
+        )
+        .route("/console/demands", get(demands::board))
+        .route("/console/demands/{number}", get(demands::show))
+        .route("/console/demands/{number}/update", post(demands::update))
+        .route("/console/demands/{number}/claim", post(demands::claim))
+        .route("/console/capabilities", get(demands::capabilities))
+        .route("/console/reports", get(reports::page))
+        .route("/console/reports/export", get(reports::export))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),
             render_errors,

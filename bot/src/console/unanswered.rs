@@ -111,12 +111,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn when(at: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(at)
-        .map(super::china_time)
-        .unwrap_or_default()
-}
-
 /// The open groups, newest first.
 async fn open_groups(console: &Console) -> Result<Vec<Group>, ConsoleError> {
     let linked: HashSet<String> = links(&*console.engine.kb().store(), Filter::default())
@@ -174,7 +168,7 @@ async fn open_groups(console: &Console) -> Result<Vec<Group>, ConsoleError> {
                 count: members.len(),
                 users: users.len(),
                 notify: notify.into_iter().collect(),
-                newest: when(members[0].at),
+                newest: super::unix_time(members[0].at),
                 channels: channels.into_iter().collect(),
                 regions: regions.into_iter().collect(),
                 turn_ids: members.iter().map(|t| t.turn_id.clone()).collect(),
@@ -318,39 +312,4 @@ pub(super) async fn answer_askers(console: &Console, entry: &Entry) {
         }
         tracing::info!(entry = %entry.id, told = link.notify.len(), "console: unanswered group answered");
     }
-}
-
-/// An entry's ratings from the turn log: 👍, 👎 and the share of 👍.
-pub(super) async fn satisfaction(
-    console: &Console,
-    entry_id: EntryId,
-) -> Result<serde_json::Value, ConsoleError> {
-    let turns = console
-        .engine
-        .turns()
-        .find(&[("entry_ids", &entry_id.to_string())])
-        .await
-        .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
-    let up = turns
-        .iter()
-        .filter(|t| t.feedback == Some(webhooks::message::Rating::Up))
-        .count();
-    let down = turns
-        .iter()
-        .filter(|t| t.feedback == Some(webhooks::message::Rating::Down))
-        .count();
-    let negative: Vec<serde_json::Value> = turns
-        .iter()
-        .filter(|t| t.feedback == Some(webhooks::message::Rating::Down))
-        .take(20)
-        .map(|t| serde_json::json!({ "text": t.text, "channel": t.channel, "at": when(t.at) }))
-        .collect();
-    let rated = up + down;
-    Ok(serde_json::json!({
-        "shown": turns.len(),
-        "up": up,
-        "down": down,
-        "rate": (rated > 0).then(|| format!("{:.0}%", 100.0 * up as f64 / rated as f64)),
-        "negative": negative,
-    }))
 }

@@ -1,0 +1,914 @@
+//! Analytics and the weekly report (周报): questions per day, how they were
+//! answered, the top questions and the top unanswered ones, satisfaction,
+//! demands filed and matched, by channel and by region (市州, 县区), for
+//! any period of China days.
+//!
+//! [`Report::build`] is a pure function of turns and demands, so the
+//! console page, its downloads and `wenke report` show the same numbers,
+//! and a test checks them against counts taken straight from the turn log.
+//! [`Report::gather`] is the one place that reads them from the stores.
+//!
+//! What counts:
+//! - a *question* is a turn answered from the knowledge base, offered as
+//!   "你是想问" or abstained on (reply kinds `answer`, `suggest`,
+//!   `abstain`); greetings, forms and notices are not questions;
+//! - *satisfaction* is 👍 / (👍 + 👎) over the period's rated turns;
+//! - a demand is *filed* in the period when its filing day is in it, and
+//!   *matched* when it has a 揭榜 claim or has reached 对接中 or 已合作;
+//! - a turn's region is read from the place the user shared (a WeChat
+//!   location label), through the province's region table; turns with no
+//!   known place count under 未知.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kb::listing::{Demand, DemandStatus};
+use kb::region::Regions;
+use serde::Serialize;
+use time::{Date, Month, Weekday};
+use webhooks::message::Rating;
+
+use crate::china::date_text as day_text;
+use crate::turns::TurnRecord;
+
+/// The longest period one report covers.
+pub const MAX_DAYS: i64 = 366;
+/// Rows of the top-questions tables.
+const TOP: usize = 10;
+/// The region name of turns and demands with no known place.
+pub const UNKNOWN_REGION: &str = "未知";
+/// The channel name of demands that came from an import, not a chat.
+pub const IMPORTED: &str = "导入";
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The period is malformed or too long.
+    #[error("{0}")]
+    Period(String),
+    /// A store failed.
+    #[error("reading the logs failed: {0}")]
+    Store(String),
+}
+
+/// A period of whole days in China time, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// The first day.
+    pub from: Date,
+    /// The last day.
+    pub to: Date,
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_day(text: &str) -> Result<Date, ReportError> {
+    let bad = || ReportError::Period(format!("日期应写成 2026-11-16 这样：{text}"));
+    let mut parts = text.trim().splitn(3, '-');
+    let mut next = || parts.next().and_then(|p| p.parse::<i32>().ok());
+    let (Some(year), Some(month), Some(day)) = (next(), next(), next()) else {
+        return Err(bad());
+    };
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok())
+        .ok_or_else(bad)?;
+    let day = u8::try_from(day).map_err(|_| bad())?;
+    Date::from_calendar_date(year, month, day).map_err(|_| bad())
+}
+
+impl Period {
+    /// The days from `from` to `to`; refuses a reversed or over-long period.
+    pub fn new(from: Date, to: Date) -> Result<Self, ReportError> {
+        if to < from {
+            return Err(ReportError::Period("结束日期早于开始日期".into()));
+        }
+        if (to - from).whole_days() >= MAX_DAYS {
+            return Err(ReportError::Period(format!("一次最多统计 {MAX_DAYS} 天")));
+        }
+        Ok(Self { from, to })
+    }
+
+    /// The ISO week `2026-W47`: Monday to Sunday.
+    pub fn iso_week(text: &str) -> Result<Self, ReportError> {
+        let bad = || ReportError::Period(format!("周应写成 2026-W47 这样：{text}"));
+        let (year, week) = text.trim().split_once(['W', 'w']).ok_or_else(bad)?;
+        let year: i32 = year.trim_end_matches('-').parse().map_err(|_| bad())?;
+        let week: u8 = week.parse().map_err(|_| bad())?;
+        let monday = Date::from_iso_week_date(year, week, Weekday::Monday).map_err(|_| bad())?;
+        let sunday = Date::from_iso_week_date(year, week, Weekday::Sunday).map_err(|_| bad())?;
+        Self::new(monday, sunday)
+    }
+
+    /// The ISO week a day is in.
+    pub fn week_of(day: Date) -> Self {
+        let (year, week, _) = day.to_iso_week_date();
+        let monday = Date::from_iso_week_date(year, week, Weekday::Monday).unwrap_or(day);
+        let sunday = Date::from_iso_week_date(year, week, Weekday::Sunday).unwrap_or(day);
+        Self {
+            from: monday,
+            to: sunday,
+        }
+    }
+
+    /// Every day of the period as the turn log writes it (`YYYY-MM-DD`).
+    pub fn days(&self) -> Vec<String> {
+        let mut days = Vec::new();
+        let mut day = self.from;
+        while day <= self.to {
+            days.push(day_text(day));
+            let Some(next) = day.next_day() else { break };
+            day = next;
+        }
+        days
+    }
+
+    /// `2026-11-16 至 2026-11-22`, or the ISO week's name when it is one.
+    pub fn label(&self) -> String {
+        let week = Self::week_of(self.from);
+        if week == *self {
+            let (year, number, _) = self.from.to_iso_week_date();
+            return format!(
+                "{year}-W{number:02}（{} 至 {}）",
+                day_text(self.from),
+                day_text(self.to)
+            );
+        }
+        format!("{} 至 {}", day_text(self.from), day_text(self.to))
+    }
+
+    /// The period's start in the form `from=` fields take.
+    pub fn from_text(&self) -> String {
+        day_text(self.from)
+    }
+
+    /// The period's end in the form `to=` fields take.
+    pub fn to_text(&self) -> String {
+        day_text(self.to)
+    }
+}
+
+/// Which turns and demands a report covers, besides the period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Scope {
+    /// Only this channel (`wechat`, `web`, …).
+    pub channel: Option<String>,
+    /// Only this city or prefecture (full name, "广元市").
+    pub city: Option<String>,
+}
+
+/// Counts of one slice of the period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Questions asked.
+    pub questions: usize,
+    /// Answered from an entry.
+    pub answered: usize,
+    /// Offered "你是想问".
+    pub suggested: usize,
+    /// No authoritative answer.
+    pub abstained: usize,
+    /// Rated 👍.
+    pub rated_up: usize,
+    /// Rated 👎.
+    pub rated_down: usize,
+}
+
+impl Counts {
+    fn add(&mut self, turn: &TurnRecord) {
+        match turn.reply_kind.as_str() {
+            "answer" => self.answered += 1,
+            "suggest" => self.suggested += 1,
+            "abstain" => self.abstained += 1,
+            _ => return,
+        }
+        self.questions += 1;
+        match turn.feedback {
+            Some(Rating::Up) => self.rated_up += 1,
+            Some(Rating::Down) => self.rated_down += 1,
+            None => {}
+        }
+    }
+
+    fn share(part: usize, whole: usize) -> Option<f64> {
+        (whole > 0).then(|| part as f64 / whole as f64)
+    }
+
+    /// Answered / questions.
+    pub fn answered_rate(&self) -> Option<f64> {
+        Self::share(self.answered, self.questions)
+    }
+
+    /// Suggested / questions.
+    pub fn suggested_rate(&self) -> Option<f64> {
+        Self::share(self.suggested, self.questions)
+    }
+
+    /// Abstained / questions.
+    pub fn abstained_rate(&self) -> Option<f64> {
+        Self::share(self.abstained, self.questions)
+    }
+
+    /// 👍 / rated.
+    pub fn satisfaction(&self) -> Option<f64> {
+        Self::share(self.rated_up, self.rated_up + self.rated_down)
+    }
+}
+
+/// Whether a turn is a question (see the module's definition).
+pub fn is_question(turn: &TurnRecord) -> bool {
+    matches!(turn.reply_kind.as_str(), "answer" | "suggest" | "abstain")
+}
+
+/// A row of a breakdown: a channel, a city, a county or a day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// What the row is about.
+    pub name: String,
+    /// Its questions.
+    pub counts: Counts,
+    /// Demands filed in it.
+    pub demands_filed: usize,
+    /// Of those, matched.
+    pub demands_matched: usize,
+}
+
+/// A question and how often it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ranked {
+    /// The question: an entry's question, or an unanswered question as asked.
+    pub text: String,
+    /// How often.
+    pub count: usize,
+    /// The entry, for answered questions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<String>,
+}
+
+/// The report of one period and scope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The period.
+    pub period: Period,
+    /// The scope.
+    pub scope: Scope,
+    /// Everything in the scope.
+    pub totals: Counts,
+    /// Distinct users who asked a question.
+    pub users: usize,
+    /// Demands filed.
+    pub demands_filed: usize,
+    /// Of those, matched.
+    pub demands_matched: usize,
+    /// One row per day of the period, in order (days without turns too).
+    pub per_day: Vec<Row>,
+    /// One row per channel, most questions first.
+    pub by_channel: Vec<Row>,
+    /// One row per city (市州), most questions first.
+    pub by_city: Vec<Row>,
+    /// One row per county (县区, named "城市 县区"), most questions first.
+    pub by_county: Vec<Row>,
+    /// Entries answered most often.
+    pub top_questions: Vec<Ranked>,
+    /// Unanswered questions asked most often (the same words after
+    /// trimming count as one).
+    pub top_unanswered: Vec<Ranked>,
+}
+
+/// Where a turn's user was, as (city, county).
+fn turn_place(turn: &TurnRecord, regions: &Regions) -> (String, Option<String>) {
+    match turn.region.as_deref().and_then(|label| regions.find(label)) {
+        Some(place) => (place.city, place.county),
+        None => (UNKNOWN_REGION.to_owned(), None),
+    }
+}
+
+fn demand_place(demand: &Demand) -> (String, Option<String>) {
+    let city = demand.content.region.trim();
+    if city.is_empty() {
+        return (UNKNOWN_REGION.to_owned(), None);
+    }
+    (city.to_owned(), demand.content.county.clone())
+}
+
+fn demand_channel(demand: &Demand) -> String {
+    demand
+        .filed_by
+        .as_ref()
+        .map_or_else(|| IMPORTED.to_owned(), |filer| filer.channel.clone())
+}
+
+/// Whether a demand found an expert (see the module's definition).
+pub fn is_matched(demand: &Demand) -> bool {
+    !demand.claims.is_empty()
+        || matches!(
+            demand.status,
+            DemandStatus::Matching | DemandStatus::Cooperating
+        )
+}
+
+fn county_name(city: &str, county: Option<&str>) -> String {
+    match county {
+        Some(county) => format!("{city} {county}"),
+        None => format!("{city}（未细到县区）"),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: Counts,
+    filed: usize,
+    matched: usize,
+}
+
+fn rows(tallies: HashMap<String, Tally>) -> Vec<Row> {
+    let mut rows: Vec<Row> = tallies
+        .into_iter()
+        .map(|(name, tally)| Row {
+            name,
+            counts: tally.counts,
+            demands_filed: tally.filed,
+            demands_matched: tally.matched,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (b.counts.questions, b.demands_filed)
+            .cmp(&(a.counts.questions, a.demands_filed))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    rows
+}
+
+fn top(counts: HashMap<String, (usize, Option<String>)>) -> Vec<Ranked> {
+    let mut ranked: Vec<Ranked> = counts
+        .into_iter()
+        .map(|(text, (count, entry_id))| Ranked {
+            text,
+            count,
+            entry_id,
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.text.cmp(&b.text)));
+    ranked.truncate(TOP);
+    ranked
+}
+
+impl Report {
+    /// Builds the report from the period's turns and every demand (those
+    /// outside the period or the scope are skipped here). `entry_questions`
+    /// names answered entries by id; entries missing from it show their id.
+    pub fn build(
+        period: Period,
+        scope: Scope,
+        turns: &[TurnRecord],
+        demands: &[Demand],
+        entry_questions: &HashMap<String, String>,
+        regions: &Regions,
+    ) -> Self {
+        let days: Vec<String> = period.days();
+        let in_period: HashSet<&str> = days.iter().map(String::as_str).collect();
+        let mut totals = Counts::default();
+        let mut users = HashSet::new();
+        let mut per_day: HashMap<String, Tally> = HashMap::new();
+        let mut by_channel: HashMap<String, Tally> = HashMap::new();
+        let mut by_city: HashMap<String, Tally> = HashMap::new();
+        let mut by_county: HashMap<String, Tally> = HashMap::new();
+        let mut answered: HashMap<String, (usize, Option<String>)> = HashMap::new();
+        let mut unanswered: HashMap<String, (usize, Option<String>)> = HashMap::new();
+
+        for turn in turns {
+            if !is_question(turn) || !in_period.contains(turn.day.as_str()) {
+                continue;
+            }
+            if scope.channel.as_ref().is_some_and(|c| *c != turn.channel) {
+                continue;
+            }
+            let (city, county) = turn_place(turn, regions);
+            if scope.city.as_ref().is_some_and(|c| *c != city) {
+                continue;
+            }
+            totals.add(turn);
+            users.insert(turn.user.as_str());
+            per_day
+                .entry(turn.day.clone())
+                .or_default()
+                .counts
+                .add(turn);
+            by_channel
+                .entry(turn.channel.clone())
+                .or_default()
+                .counts
+                .add(turn);
+            by_county
+                .entry(county_name(&city, county.as_deref()))
+                .or_default()
+                .counts
+                .add(turn);
+            by_city.entry(city).or_default().counts.add(turn);
+            match (turn.reply_kind.as_str(), turn.entry_ids.first()) {
+                ("answer", Some(entry_id)) => {
+                    let text = entry_questions
+                        .get(entry_id)
+                        .cloned()
+                        .unwrap_or_else(|| entry_id.clone());
+                    let slot = answered.entry(text).or_insert((0, Some(entry_id.clone())));
+                    slot.0 += 1;
+                }
+                ("abstain", _) if !turn.text.trim().is_empty() => {
+                    unanswered.entry(turn.text.trim().to_owned()).or_default().0 += 1;
+                }
+                _ => {}
+            }
+        }
+
+        let (mut demands_filed, mut demands_matched) = (0, 0);
+        for demand in demands {
+            if !in_period.contains(crate::china::day_of(demand.filed_at).as_str()) {
+                continue;
+            }
+            let channel = demand_channel(demand);
+            if scope.channel.as_ref().is_some_and(|c| *c != channel) {
+                continue;
+            }
+            let (city, county) = demand_place(demand);
+            if scope.city.as_ref().is_some_and(|c| *c != city) {
+                continue;
+            }
+            let matched = usize::from(is_matched(demand));
+            demands_filed += 1;
+            demands_matched += matched;
+            for tally in [
+                per_day
+                    .entry(crate::china::day_of(demand.filed_at))
+                    .or_default(),
+                by_channel.entry(channel).or_default(),
+                by_county
+                    .entry(county_name(&city, county.as_deref()))
+                    .or_default(),
+                by_city.entry(city).or_default(),
+            ] {
+                tally.filed += 1;
+                tally.matched += matched;
+            }
+        }
+
+        let per_day = days
+            .iter()
+            .map(|day| {
+                let tally = per_day.remove(day).unwrap_or_default();
+                Row {
+                    name: day.clone(),
+                    counts: tally.counts,
+                    demands_filed: tally.filed,
+                    demands_matched: tally.matched,
+                }
+            })
+            .collect();
+        Self {
+            period,
+            scope,
+            totals,
+            users: users.len(),
+            demands_filed,
+            demands_matched,
+            per_day,
+            by_channel: rows(by_channel),
+            by_city: rows(by_city),
+            by_county: rows(by_county),
+            top_questions: top(answered),
+            top_unanswered: top(unanswered),
+        }
+    }
+
+    /// Reads the period's turns and the demands from the engine's stores
+    /// and builds the report.
+    pub async fn gather(
+        engine: &crate::Engine,
+        period: Period,
+        scope: Scope,
+    ) -> Result<Self, ReportError> {
+        let store = |e: &dyn std::fmt::Display| ReportError::Store(e.to_string());
+        let turns = engine
+            .turns()
+            .on_days(period.days())
+            .await
+            .map_err(|e| store(&e))?;
+        let demands = engine
+            .listings()
+            .demands(None, None)
+            .await
+            .map_err(|e| store(&e))?;
+        let answered: HashSet<&str> = turns
+            .iter()
+            .filter(|turn| turn.reply_kind == "answer")
+            .filter_map(|turn| turn.entry_ids.first().map(String::as_str))
+            .collect();
+        let mut entry_questions = HashMap::new();
+        for entry_id in answered {
+            let Ok(id) = uuid::Uuid::parse_str(entry_id) else {
+                continue;
+            };
+            let entry = engine
+                .kb()
+                .get(kb::entry::EntryId(id))
+                .await
+                .map_err(|e| store(&e))?;
+            if let Some(entry) = entry {
+                entry_questions.insert(entry_id.to_owned(), entry.content.question);
+            }
+        }
+        Ok(Self::build(
+            period,
+            scope,
+            &turns,
+            &demands,
+            &entry_questions,
+            Regions::builtin(),
+        ))
+    }
+
+    /// The report as CSV: one line per slice (`section`: total, day,
+    /// channel, city, county), rates as fractions with three decimals.
+    pub fn csv(&self) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let header = [
+            "section",
+            "name",
+            "questions",
+            "answered",
+            "suggested",
+            "abstained",
+            "answered_rate",
+            "abstained_rate",
+            "rated_up",
+            "rated_down",
+            "satisfaction",
+            "demands_filed",
+            "demands_matched",
+        ];
+        let rate = |value: Option<f64>| value.map(|v| format!("{v:.3}")).unwrap_or_default();
+        let mut lines = vec![header.map(str::to_owned).to_vec()];
+        let total = Row {
+            name: self.period.label(),
+            counts: self.totals,
+            demands_filed: self.demands_filed,
+            demands_matched: self.demands_matched,
+        };
+        let sections = [
+            ("total", std::slice::from_ref(&total)),
+            ("day", self.per_day.as_slice()),
+            ("channel", self.by_channel.as_slice()),
+            ("city", self.by_city.as_slice()),
+            ("county", self.by_county.as_slice()),
+        ];
+        for (section, rows) in sections {
+            for row in rows {
+                let c = &row.counts;
+                lines.push(vec![
+                    section.to_owned(),
+                    row.name.clone(),
+                    c.questions.to_string(),
+                    c.answered.to_string(),
+                    c.suggested.to_string(),
+                    c.abstained.to_string(),
+                    rate(c.answered_rate()),
+                    rate(c.abstained_rate()),
+                    c.rated_up.to_string(),
+                    c.rated_down.to_string(),
+                    rate(c.satisfaction()),
+                    row.demands_filed.to_string(),
+                    row.demands_matched.to_string(),
+                ]);
+            }
+        }
+        for line in lines {
+            // Writing to a Vec cannot fail.
+            let _ = writer.write_record(&line);
+        }
+        match writer.into_inner() {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The context the report templates (`report.md`, `reports.html`) get:
+    /// the report, rates as percentages, and table cells made safe for
+    /// Markdown.
+    pub fn template_context(&self) -> serde_json::Value {
+        let percent = |value: Option<f64>| {
+            value.map_or_else(|| "—".to_owned(), |v| format!("{:.1}%", v * 100.0))
+        };
+        let row = |row: &Row| {
+            let c = &row.counts;
+            serde_json::json!({
+                "name": markdown_cell(&row.name),
+                "plain": row.name,
+                "questions": c.questions,
+                "answered": c.answered,
+                "suggested": c.suggested,
+                "abstained": c.abstained,
+                "answered_rate": percent(c.answered_rate()),
+                "suggested_rate": percent(c.suggested_rate()),
+                "abstained_rate": percent(c.abstained_rate()),
+                "satisfaction": percent(c.satisfaction()),
+                "rated": c.rated_up + c.rated_down,
+                "demands_filed": row.demands_filed,
+                "demands_matched": row.demands_matched,
+            })
+        };
+        let ranked = |ranked: &Ranked| {
+            serde_json::json!({
+                "text": markdown_cell(&ranked.text),
+                "plain": ranked.text,
+                "count": ranked.count,
+                "entry_id": ranked.entry_id,
+            })
+        };
+        let total = Row {
+            name: self.period.label(),
+            counts: self.totals,
+            demands_filed: self.demands_filed,
+            demands_matched: self.demands_matched,
+        };
+        serde_json::json!({
+            "period": self.period.label(),
+            "from": self.period.from_text(),
+            "to": self.period.to_text(),
+            "channel": self.scope.channel,
+            "city": self.scope.city,
+            "users": self.users,
+            "total": row(&total),
+            "per_day": self.per_day.iter().map(row).collect::<Vec<_>>(),
+            "by_channel": self.by_channel.iter().map(row).collect::<Vec<_>>(),
+            "by_city": self.by_city.iter().map(row).collect::<Vec<_>>(),
+            "by_county": self.by_county.iter().map(row).collect::<Vec<_>>(),
+            "top_questions": self.top_questions.iter().map(ranked).collect::<Vec<_>>(),
+            "top_unanswered": self.top_unanswered.iter().map(ranked).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Questions per day as a stacked bar chart (answered, suggested,
+    /// abstained), as an SVG document with its own labels.
+    ///
+    /// Hand-written rather than drawn with a plotting crate: one chart of
+    /// at most [`MAX_DAYS`] rectangles is a few lines of SVG, and a
+    /// plotting stack would add minutes to every fresh build.
+    pub fn daily_chart_svg(&self) -> String {
+        const WIDTH: f64 = 720.0;
+        const HEIGHT: f64 = 220.0;
+        const LEFT: f64 = 40.0;
+        const BOTTOM: f64 = 24.0;
+        const TOP_MARGIN: f64 = 12.0;
+        let days = self.per_day.len().max(1) as f64;
+        let most = self
+            .per_day
+            .iter()
+            .map(|row| row.counts.questions)
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let plot_height = HEIGHT - BOTTOM - TOP_MARGIN;
+        let slot = (WIDTH - LEFT) / days;
+        let bar = (slot * 0.7).max(1.0);
+        let mut svg = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="每日提问数：已回答、你是想问、暂无答案" font-size="11" font-family="sans-serif">"#
+        );
+        svg.push_str(&format!(
+            r##"<line x1="{LEFT}" y1="{y}" x2="{WIDTH}" y2="{y}" stroke="#9aa5b1"/><text x="{x}" y="{top}" text-anchor="end">{most}</text><text x="{x}" y="{y}" text-anchor="end">0</text>"##,
+            y = HEIGHT - BOTTOM,
+            x = LEFT - 4.0,
+            top = TOP_MARGIN + 4.0,
+        ));
+        let colours = [
+            ("#0b6e4f", "已回答"),
+            ("#f0b429", "你是想问"),
+            ("#b44d12", "暂无答案"),
+        ];
+        let label_every = (self.per_day.len() / 8).max(1);
+        for (index, row) in self.per_day.iter().enumerate() {
+            let x = LEFT + slot * index as f64 + (slot - bar) / 2.0;
+            let mut y = HEIGHT - BOTTOM;
+            let parts = [
+                row.counts.answered,
+                row.counts.suggested,
+                row.counts.abstained,
+            ];
+            for (count, (colour, what)) in parts.into_iter().zip(colours) {
+                if count == 0 {
+                    continue;
+                }
+                let height = plot_height * count as f64 / most;
+                y -= height;
+                svg.push_str(&format!(
+                    r#"<rect x="{x:.1}" y="{y:.1}" width="{bar:.1}" height="{height:.1}" fill="{colour}"><title>{} {what} {count}</title></rect>"#,
+                    xml_text(&row.name)
+                ));
+            }
+            if index % label_every == 0 {
+                // Month-day is enough under a bar.
+                let short = row.name.get(5..).unwrap_or(&row.name);
+                svg.push_str(&format!(
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    x + bar / 2.0,
+                    HEIGHT - 8.0,
+                    xml_text(short)
+                ));
+            }
+        }
+        svg.push_str("</svg>");
+        svg
+    }
+}
+
+/// Escapes text for SVG (XML) content and attributes.
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A user's words made safe for one Markdown table cell: no line breaks,
+/// no column separators, no markup characters that would format it.
+fn markdown_cell(text: &str) -> String {
+    let mut cell = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' => cell.push(' '),
+            '|' => cell.push('｜'),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' => {
+                cell.push('\\');
+                cell.push(c);
+            }
+            other => cell.push(other),
+        }
+    }
+    cell
+}
+
+/// Demands counted per status, for the demand board's header.
+pub fn demands_by_status(demands: &[Demand]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for status in DemandStatus::ALL {
+        counts.insert(status.as_str(), 0);
+    }
+    for demand in demands {
+        *counts.entry(demand.status.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(day: &str, channel: &str, kind: &str, region: Option<&str>) -> TurnRecord {
+        TurnRecord {
+            turn_id: crate::turns::TurnLog::new_turn_id(),
+            at: 0,
+            day: day.into(),
+            channel: channel.into(),
+            user: format!("{channel}:u1"),
+            message_kind: "text".into(),
+            text: "洋芋叶子发黑".into(),
+            resolved_query: None,
+            route: "science_question".into(),
+            route_confidence: 1.0,
+            reply_kind: kind.into(),
+            entry_ids: if kind == "answer" {
+                vec!["e1".into()]
+            } else {
+                Vec::new()
+            },
+            confidence: 0.9,
+            latency_ms: 10.0,
+            region: region.map(str::to_owned),
+            notify: false,
+            feedback: None,
+        }
+    }
+
+    fn period(from: &str, to: &str) -> Period {
+        let (Ok(from), Ok(to)) = (parse_day(from), parse_day(to)) else {
+            panic!("test days parse");
+        };
+        let Ok(period) = Period::new(from, to) else {
+            panic!("test period is valid");
+        };
+        period
+    }
+
+    #[test]
+    fn iso_weeks_run_monday_to_sunday() {
+        let Ok(week) = Period::iso_week("2026-W47") else {
+            panic!("parses");
+        };
+        assert_eq!(week.from_text(), "2026-11-16");
+        assert_eq!(week.to_text(), "2026-11-22");
+        assert_eq!(week.days().len(), 7);
+        assert!(week.label().starts_with("2026-W47"));
+        // Week 1 of 2026 starts in 2025.
+        let Ok(first) = Period::iso_week("2026-W01") else {
+            panic!("parses");
+        };
+        assert_eq!(first.from_text(), "2025-12-29");
+        for bad in ["2026-47", "2026-W54", "W47", "2026-Wx", ""] {
+            assert!(Period::iso_week(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn periods_must_run_forward_and_stay_within_a_year() {
+        let (Ok(a), Ok(b)) = (parse_day("2026-11-20"), parse_day("2026-11-10")) else {
+            panic!("parse");
+        };
+        assert!(Period::new(a, b).is_err());
+        let Ok(far) = parse_day("2028-01-01") else {
+            panic!("parse");
+        };
+        assert!(Period::new(b, far).is_err());
+        assert!(parse_day("2026-13-01").is_err());
+        assert!(parse_day("昨天").is_err());
+    }
+
+    #[test]
+    fn only_questions_inside_the_period_and_scope_count() {
+        let turns = vec![
+            turn(
+                "2026-11-16",
+                "wechat",
+                "answer",
+                Some("四川省广元市苍溪县陵江镇"),
+            ),
+            turn("2026-11-16", "wechat", "abstain", Some("广元市")),
+            turn("2026-11-17", "web", "suggest", None),
+            turn("2026-11-17", "web", "greeting", None),
+            turn("2026-11-23", "web", "answer", None),
+        ];
+        let names = HashMap::from([("e1".to_owned(), "马铃薯晚疫病怎么防治".to_owned())]);
+        let report = Report::build(
+            period("2026-11-16", "2026-11-22"),
+            Scope::default(),
+            &turns,
+            &[],
+            &names,
+            Regions::builtin(),
+        );
+        assert_eq!(report.totals.questions, 3);
+        assert_eq!(
+            (
+                report.totals.answered,
+                report.totals.suggested,
+                report.totals.abstained
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(report.per_day.len(), 7);
+        assert_eq!(report.per_day[0].counts.questions, 2);
+        assert_eq!(report.by_city[0].name, "广元市");
+        assert_eq!(report.by_city[0].counts.questions, 2);
+        assert!(report.by_county.iter().any(|r| r.name == "广元市 苍溪县"));
+        assert_eq!(report.top_questions[0].text, "马铃薯晚疫病怎么防治");
+        assert_eq!(report.top_unanswered[0].count, 1);
+
+        let wechat_only = Report::build(
+            period("2026-11-16", "2026-11-22"),
+            Scope {
+                channel: Some("web".into()),
+                city: None,
+            },
+            &turns,
+            &[],
+            &names,
+            Regions::builtin(),
+        );
+        assert_eq!(wechat_only.totals.questions, 1);
+        assert_eq!(wechat_only.by_city[0].name, UNKNOWN_REGION);
+    }
+
+    #[test]
+    fn csv_has_one_line_per_slice_and_the_chart_one_bar_stack_per_day() {
+        let turns = vec![turn("2026-11-16", "web", "answer", None)];
+        let report = Report::build(
+            period("2026-11-16", "2026-11-18"),
+            Scope::default(),
+            &turns,
+            &[],
+            &HashMap::new(),
+            Regions::builtin(),
+        );
+        let csv = report.csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        // Header, total, 3 days, 1 channel, 1 city, 1 county.
+        assert_eq!(lines.len(), 8, "{csv}");
+        assert!(lines[1].starts_with("total,"));
+        let svg = report.daily_chart_svg();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert_eq!(svg.matches("<rect").count(), 1);
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_a_table_or_format_text() {
+        assert_eq!(markdown_cell("a|b\nc"), "a｜b c");
+        assert_eq!(markdown_cell("**粗**"), "\\*\\*粗\\*\\*");
+        assert_eq!(markdown_cell("<script>"), "\\<script\\>");
+    }
+}

@@ -1,0 +1,277 @@
+//! The weekly report against counts taken straight from the turn log: a
+//! week of questions on two channels and from two places (and some just
+//! outside the week), ratings, and demands; the report (as the console
+//! shows it, as its CSV and Markdown downloads, per channel and per city)
+//! must count exactly what the log holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bot::console::accounts::Role;
+use bot::report::{Period, Report, Scope};
+use bot::turns::TurnRecord;
+use kb::listing::{DemandStatus, ListingKind};
+use time::macros::datetime;
+use webhooks::message::{Channel, Content, Handler, Incoming, Rating, UserKey};
+
+const PASSWORD: &str = "correct-horse-battery";
+
+/// Questions the fixture answers, one it offers choices for at best, and
+/// one it has nothing on; and small talk, which is not a question.
+/// (The unanswerable one comes first, before any topic it could be read
+/// as a follow-up of.)
+const ASKED: &[&str] = &[
+    "月亮上为什么有那么多环形山",
+    "马铃薯晚疫病用什么药",
+    "洋芋叶子发黑咋个办",
+    "你好",
+    "水稻稻瘟病怎么防治",
+];
+
+fn is_question(turn: &TurnRecord) -> bool {
+    matches!(turn.reply_kind.as_str(), "answer" | "suggest" | "abstain")
+}
+
+async fn say(
+    engine: &bot::Engine,
+    user: &UserKey,
+    content: Content,
+    at: time::OffsetDateTime,
+) -> anyhow::Result<webhooks::message::Reply> {
+    Ok(engine
+        .handle(Incoming {
+            user: user.clone(),
+            message_id: None,
+            content,
+            received_at: at,
+        })
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_report_counts_what_the_turn_log_holds() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+
+    // 2026-W47 is 16 to 22 November; the 23rd is the next week, and
+    // 2026-11-15 23:30 in China is still the week before.
+    let days = [
+        datetime!(2026-11-16 09:00 +8),
+        datetime!(2026-11-18 20:15 +8),
+        datetime!(2026-11-22 23:50 +8),
+        datetime!(2026-11-23 00:10 +8),
+        datetime!(2026-11-15 23:30 +8),
+    ];
+    let mut rated = 0;
+    for (n, at) in days.iter().enumerate() {
+        // A WeChat user in 苍溪 (广元市) and a web user with no known place.
+        let farmer = UserKey::new(Channel::Wechat, format!("o-farmer-{n}"));
+        let location = Content::Location {
+            latitude: 31.73,
+            longitude: 105.93,
+            label: Some("四川省广元市苍溪县陵江镇".into()),
+        };
+        say(&engine, &farmer, location, *at).await?;
+        let citizen = UserKey::new(Channel::Web, format!("citizen-{n}"));
+        for (i, text) in ASKED.iter().enumerate() {
+            let user = if i % 2 == 0 { &farmer } else { &citizen };
+            let content = Content::Text {
+                text: (*text).to_owned(),
+            };
+            let reply = say(&engine, user, content, *at).await?;
+            if reply.feedback {
+                let rating = if rated % 3 == 0 {
+                    Rating::Down
+                } else {
+                    Rating::Up
+                };
+                engine.feedback(user, &reply.turn_id, rating).await?;
+                rated += 1;
+            }
+        }
+    }
+    // Demands are filed now, so they count in the current week.
+    let demands = std::fs::read_to_string(tests::root().join("kb/demo/demands.jsonl"))?;
+    let imported = engine
+        .listings()
+        .import_jsonl(ListingKind::Demands, &demands, &|_, _| {})
+        .await?;
+    anyhow::ensure!(imported.errors.is_empty(), "{:?}", imported.errors);
+    // Staff take one on: it counts as matched.
+    let first = engine
+        .listings()
+        .demands(Some(DemandStatus::Published), None)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the demo demands are published"))?;
+    engine
+        .update_demand(
+            &first.number,
+            kb::listing::StaffUpdate {
+                status: Some(DemandStatus::Matching),
+                ..Default::default()
+            },
+            "staff:测试",
+        )
+        .await?;
+
+    // Straight from the log.
+    let week = Period::iso_week("2026-W47")?;
+    let week_days = week.days();
+    let logged: Vec<TurnRecord> = engine
+        .turns()
+        .find(&[])
+        .await?
+        .into_iter()
+        .filter(|t| week_days.contains(&t.day) && is_question(t))
+        .collect();
+    let count =
+        |turns: &[&TurnRecord], kind: &str| turns.iter().filter(|t| t.reply_kind == kind).count();
+    let all: Vec<&TurnRecord> = logged.iter().collect();
+    assert!(all.len() >= 9, "three days of questions: {}", all.len());
+    let kinds: Vec<(&str, &str)> = all
+        .iter()
+        .map(|t| (t.text.as_str(), t.reply_kind.as_str()))
+        .collect();
+    assert!(
+        count(&all, "answer") > 0 && count(&all, "abstain") > 0,
+        "{kinds:?}"
+    );
+
+    let report = Report::gather(&engine, week, Scope::default()).await?;
+    assert_eq!(report.totals.questions, all.len());
+    assert_eq!(report.totals.answered, count(&all, "answer"));
+    assert_eq!(report.totals.suggested, count(&all, "suggest"));
+    assert_eq!(report.totals.abstained, count(&all, "abstain"));
+    let ups = all
+        .iter()
+        .filter(|t| t.feedback == Some(Rating::Up))
+        .count();
+    let downs = all
+        .iter()
+        .filter(|t| t.feedback == Some(Rating::Down))
+        .count();
+    assert_eq!(
+        (report.totals.rated_up, report.totals.rated_down),
+        (ups, downs)
+    );
+    assert!(ups + downs > 0, "some answers were rated");
+    let users: std::collections::HashSet<&str> = all.iter().map(|t| t.user.as_str()).collect();
+    assert_eq!(report.users, users.len());
+    let mut per_day: BTreeMap<&str, usize> = BTreeMap::new();
+    for turn in &all {
+        *per_day.entry(turn.day.as_str()).or_default() += 1;
+    }
+    for row in &report.per_day {
+        assert_eq!(
+            row.counts.questions,
+            per_day.get(row.name.as_str()).copied().unwrap_or(0),
+            "{}",
+            row.name
+        );
+    }
+    let wechat: Vec<&TurnRecord> = all
+        .iter()
+        .copied()
+        .filter(|t| t.channel == "wechat")
+        .collect();
+    let by_channel = |name: &str| {
+        report
+            .by_channel
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.counts.questions)
+    };
+    assert_eq!(by_channel("wechat"), Some(wechat.len()));
+    assert_eq!(by_channel("web"), Some(all.len() - wechat.len()));
+    // Every WeChat question came from 苍溪, every web one from nowhere known.
+    let city = |name: &str| {
+        report
+            .by_city
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.counts.questions)
+    };
+    assert_eq!(city("广元市"), Some(wechat.len()));
+    assert_eq!(city("未知"), Some(all.len() - wechat.len()));
+    assert!(report.by_county.iter().any(|r| r.name == "广元市 苍溪县"));
+    let unanswered = report
+        .top_unanswered
+        .iter()
+        .find(|q| q.text == "月亮上为什么有那么多环形山")
+        .map(|q| q.count);
+    let abstained_moon = all
+        .iter()
+        .filter(|t| t.reply_kind == "abstain" && t.text == "月亮上为什么有那么多环形山")
+        .count();
+    assert_eq!(unanswered, Some(abstained_moon));
+    let guangyuan = Report::gather(
+        &engine,
+        week,
+        Scope {
+            channel: None,
+            city: Some("广元市".into()),
+        },
+    )
+    .await?;
+    assert_eq!(guangyuan.totals.questions, wechat.len());
+
+    // Demands this week, from the listings.
+    let this_week = Period::week_of(bot::china::today());
+    let now = Report::gather(&engine, this_week, Scope::default()).await?;
+    let listed = engine.listings().demands(None, None).await?;
+    let matched = listed
+        .iter()
+        .filter(|d| {
+            !d.claims.is_empty()
+                || matches!(d.status, DemandStatus::Matching | DemandStatus::Cooperating)
+        })
+        .count();
+    assert_eq!(now.demands_filed, listed.len());
+    assert_eq!(now.demands_matched, matched);
+    assert_eq!(matched, 1, "the one staff took on");
+
+    // The console's page and downloads show the same numbers.
+    let console = tests::console_with(&engine, &[("zhuan", Role::Staff)], PASSWORD).await?;
+    let channels = bot::http::HttpConfig {
+        console: Some(Arc::clone(&console)),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(Arc::clone(&engine), &channels).await?;
+    let staff = tests::ConsoleClient::new(&format!("http://{addr}"))?;
+    assert_eq!(staff.sign_in("zhuan", PASSWORD).await?, 303);
+    let (status, page) = staff.get("/console/reports?week=2026-W47").await?;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!(
+            "<strong id=\"total-questions\">{}</strong>",
+            all.len()
+        )),
+        "{page}"
+    );
+    assert!(page.contains("<svg"), "the chart is inline SVG");
+    let (status, csv) = staff
+        .get("/console/reports/export?format=csv&week=2026-W47")
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(csv, report.csv());
+    let total_line = csv.lines().nth(1).unwrap_or_default();
+    let fields: Vec<&str> = total_line.split(',').collect();
+    assert_eq!(fields.first(), Some(&"total"));
+    assert_eq!(fields.get(2), Some(&all.len().to_string().as_str()));
+    let (status, markdown) = staff
+        .get("/console/reports/export?format=md&from=2026-11-16&to=2026-11-22")
+        .await?;
+    assert_eq!(status, 200);
+    assert!(markdown.starts_with("# 问科 周报：2026-W47"), "{markdown}");
+    assert!(
+        markdown.contains(&format!("| 提问 | {} |", all.len())),
+        "{markdown}"
+    );
+    let (status, _) = staff
+        .get("/console/reports?from=2026-11-22&to=2026-11-16")
+        .await?;
+    assert_eq!(status, 400, "a reversed period is refused");
+    Ok(())
+}
