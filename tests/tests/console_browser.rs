@@ -288,3 +288,170 @@ async fn an_editor_and_a_reviewer_publish_an_entry_in_a_real_browser() -> anyhow
     assert!(told[0].text.contains("陨石撞击"), "{}", told[0].text);
     Ok(())
 }
+
+/// The rest of the console in Chromium, as an admin (every role): the
+/// answers rated 👎, a dialect word added in the dictionary and read at
+/// once by hit testing, a bulk import with a refused row, a demand taken
+/// on from the board, and a push to the opted-in users of a city.
+fn drive_the_rest(base: &str, demand: &str, entry_id: &str) -> anyhow::Result<()> {
+    let browser = launch(1280, 900)?;
+    let tab = browser.new_tab()?;
+    set_viewport(&tab, 1280, 900, false)?;
+    sign_in(&tab, base, "admin")?;
+
+    tab.wait_for_element("a[href='/console/feedback']")?
+        .click()?;
+    wait_for_text(&tab, "“洋芋叶子发黑咋个办”")?;
+    screenshot(&tab, "console-feedback-1280.png")?;
+
+    tab.wait_for_element("a[href='/console/dictionary']")?
+        .click()?;
+    fill(
+        &tab,
+        "form[aria-label='添加方言/同义词'] input[name=word]",
+        "洋洋芋",
+    )?;
+    fill(
+        &tab,
+        "form[aria-label='添加方言/同义词'] input[name=standard]",
+        "马铃薯",
+    )?;
+    tab.press_key("Enter")?;
+    wait_for_text(&tab, "洋洋芋")?;
+    tab.wait_for_element("a[href='/console/hit-test']")?
+        .click()?;
+    fill(&tab, "input[name=q]", "洋洋芋晚疫病")?;
+    tab.press_key("Enter")?;
+    wait_for_text(&tab, "洋洋芋 → 马铃薯")?;
+
+    tab.navigate_to(&format!("{base}/console/import"))?
+        .wait_until_navigated()?;
+    fill(
+        &tab,
+        "#rows",
+        "{\"external_key\": \"b-1\", \"question\": \"猕猴桃溃疡病什么时候防？\", \"answer\": \"秋冬和早春是关键期。\", \"category\": \"农业种植\", \"source\": {\"organisation\": \"省农科院\"}}\n{\"broken",
+    )?;
+    tab.wait_for_element("form[action='/console/import'] button")?
+        .click()?;
+    tab.wait_for_element("#import-report")?;
+    wait_for_text(&tab, "新建 1")?;
+    wait_for_text(&tab, "line 2")?;
+    screenshot(&tab, "console-import-1280.png")?;
+
+    tab.wait_for_element("a[href='/console/demands']")?
+        .click()?;
+    tab.wait_for_element(&format!("a[href='/console/demands/{demand}']"))?
+        .click()?;
+    tab.wait_for_element("#matches")?;
+    fill(&tab, "input[name=staff]", "王芳")?;
+    fill(&tab, "textarea[name=plan_note]", "已电话联系企业")?;
+    tab.wait_for_element("form[action$='/update'] button")?
+        .click()?;
+    wait_for_text(&tab, "已电话联系企业")?;
+    if js(&tab, "document.querySelector('#demand-staff').innerText")?.as_str() != Some("王芳") {
+        bail!("the staff member is assigned");
+    }
+    screenshot(&tab, "console-demand-1280.png")?;
+
+    tab.navigate_to(&format!(
+        "{base}/console/push?city=%E5%B9%BF%E5%85%83%E5%B8%82&entry={entry_id}"
+    ))?
+    .wait_until_navigated()?;
+    if js(&tab, "document.querySelector('#audience-size').innerText")?.as_str() != Some("1") {
+        bail!("one opted-in user in 广元");
+    }
+    tab.wait_for_element("form[method=post][action='/console/push'] button")?
+        .click()?;
+    tab.wait_for_element("#broadcasts td")?;
+    wait_for_text(&tab, "（1 人）")?;
+    screenshot(&tab, "console-push-1280.png")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_console_works_in_a_real_browser() -> anyhow::Result<()> {
+    use webhooks::message::{Channel, Content, Handler, Incoming, Rating, UserKey};
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    for (kind, file) in [
+        (
+            kb::listing::ListingKind::Capabilities,
+            "kb/demo/capabilities.jsonl",
+        ),
+        (kb::listing::ListingKind::Demands, "kb/demo/demands.jsonl"),
+    ] {
+        let text = std::fs::read_to_string(tests::root().join(file))?;
+        let report = engine
+            .listings()
+            .import_jsonl(kind, &text, &|_, _| {})
+            .await?;
+        anyhow::ensure!(report.errors.is_empty(), "{:?}", report.errors);
+    }
+    let demand = engine
+        .listings()
+        .demands(None, None)
+        .await?
+        .first()
+        .map(|d| d.number.clone())
+        .ok_or_else(|| anyhow::anyhow!("demo demands"))?;
+    // A farmer in 苍溪 rates an answer 👎 and opts in to push.
+    let farmer = UserKey::new(Channel::Web, "w-browser-farmer");
+    let say = |content: Content| {
+        engine.handle(Incoming {
+            user: farmer.clone(),
+            message_id: None,
+            content,
+            received_at: time::OffsetDateTime::now_utc(),
+        })
+    };
+    say(Content::Location {
+        latitude: 31.7,
+        longitude: 105.9,
+        label: Some("四川省广元市苍溪县".into()),
+    })
+    .await?;
+    let answer = say(Content::Text {
+        text: "洋芋叶子发黑咋个办".into(),
+    })
+    .await?;
+    engine
+        .feedback(&farmer, &answer.turn_id, Rating::Down)
+        .await?;
+    say(Content::Text {
+        text: "订阅科普".into(),
+    })
+    .await?;
+    let entry_id = answer
+        .citations
+        .first()
+        .map(|c| c.entry_id.clone())
+        .ok_or_else(|| anyhow::anyhow!("answered from an entry"))?;
+
+    let console = tests::console_with(&engine, &[("admin", Role::Admin)], PASSWORD).await?;
+    let channels = bot::http::HttpConfig {
+        console: Some(console),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(Arc::clone(&engine), &channels).await?;
+    let base = format!("http://{addr}");
+    let (driven, number, entry) = (base.clone(), demand.clone(), entry_id.clone());
+    tokio::task::spawn_blocking(move || drive_the_rest(&driven, &number, &entry)).await??;
+
+    let stored = engine
+        .listings()
+        .demand(&demand)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the demand"))?;
+    assert_eq!(stored.staff.as_deref(), Some("王芳"));
+    let mut told = Vec::new();
+    for _ in 0..50 {
+        told = engine.notices().pending("web:w-browser-farmer").await?;
+        if !told.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].text.starts_with("【精准科普】"), "{}", told[0].text);
+    Ok(())
+}
