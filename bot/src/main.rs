@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_console;
 mod bench_kb;
 mod chat_cli;
 mod console_cli;
@@ -136,6 +137,16 @@ enum BenchCommand {
         /// Its AppID.
         #[arg(long, env = "WENKE_WECHAT_APPID", default_value = "")]
         wechat_appid: String,
+    },
+    /// Server time of the console's pages over a generated turn log, on the
+    /// data directory given (use a scratch copy: turns are added to it).
+    Console {
+        /// Turns to have in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        turns: usize,
+        /// Timed fetches per page.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
     },
     /// The KB search step without the model, on synthetic embedding-like vectors.
     Kb {
@@ -306,6 +317,10 @@ fn main() -> anyhow::Result<()> {
             mix,
             question_files: questions,
         })),
+        Command::Bench(BenchCommand::Console { turns, runs }) => runtime()?.block_on(async {
+            let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
+            bench_console::run(engine, &bench_console::ConsoleBenchConfig { turns, runs }).await
+        }),
         Command::Bench(BenchCommand::Kb {
             points,
             queries,

@@ -27,6 +27,8 @@ const TURNS: &str = "turns";
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most turns in one write.
 const MAX_BATCH: usize = 512;
+/// The look-back windows of [`TurnLog::recent`], in days.
+const RECENT_WINDOWS: [i64; 4] = [7, 31, 92, 366];
 /// Turns waiting for the writer before the engine waits for it.
 const QUEUE: usize = 8192;
 
@@ -233,6 +235,37 @@ impl TurnLog {
             values: days,
         }))
         .await
+    }
+
+    /// The newest turns matching every `field = value` pair, looking back
+    /// over widening windows of China days (a week, a month, a quarter, a
+    /// year) until at least `wanted` are found, so pages over a large log
+    /// read only its recent part. Time order, oldest first.
+    pub async fn recent(
+        &self,
+        conditions: &[(&'static str, &str)],
+        wanted: usize,
+    ) -> Result<Vec<TurnRecord>, TurnLogError> {
+        let today = crate::china::today();
+        let mut found = Vec::new();
+        for days_back in RECENT_WINDOWS {
+            let days: Vec<String> = (0..days_back)
+                .filter_map(|back| today.checked_sub(time::Duration::days(back)))
+                .map(crate::china::date_text)
+                .collect();
+            let mut filter = Filter::must(Condition::KeywordIn {
+                field: "day",
+                values: days,
+            });
+            for (field, value) in conditions {
+                filter = filter.and(Condition::keyword(field, *value));
+            }
+            found = self.scan(filter).await?;
+            if found.len() >= wanted {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     async fn scan(&self, filter: Filter) -> Result<Vec<TurnRecord>, TurnLogError> {

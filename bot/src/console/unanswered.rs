@@ -6,7 +6,9 @@
 //! group is closed.
 //!
 //! Groups are computed from the turn log on each visit (abstained turns,
-//! newest first, at most [`MAX_QUESTIONS`]): a question joins the first
+//! newest first, at most [`MAX_QUESTIONS`], read from the most recent
+//! week, month, quarter or year that holds that many, so a large log is
+//! not read whole): a question joins the first
 //! group whose first question is at least [`SAME_MEANING`] similar
 //! (cosine of the query embeddings), else starts one. A group's id is its
 //! newest turn's id. A draft made from a group records the group's turns
@@ -121,7 +123,7 @@ async fn open_groups(console: &Console) -> Result<Vec<Group>, ConsoleError> {
     let mut turns: Vec<TurnRecord> = console
         .engine
         .turns()
-        .find(&[("reply_kind", "abstain")])
+        .recent(&[("reply_kind", "abstain")], MAX_QUESTIONS)
         .await
         .map_err(|e| ConsoleError::Unavailable(e.to_string()))?
         .into_iter()
