@@ -346,6 +346,9 @@ pub struct HitTest {
     /// How the text was read: normalised, rewritten (synonyms and dialect
     /// words applied, listed in `rewrites`), segmented.
     pub query: kb::text::AnalyzedQuery,
+    /// Whether the text is a quick-reply command (详细, 通知我, 订阅科普,
+    /// 退订), answered from the user's own state without routing.
+    pub command: bool,
     /// The sensitive word that refuses the message, if any.
     pub refused_word: Option<String>,
     /// The route, with every route's score (absent when refused).
@@ -460,7 +463,6 @@ impl Engine {
     ) -> Result<Editable, EngineError> {
         let cache = &sources.example_cache;
         let edits = sources.dictionary.edits().await?;
-        Self::apply_synonym_edits(kb, &sources.base_analyzer, &edits).await;
         let dir = config.prompts_dir.as_deref();
         let prompts = match dir {
             Some(dir) => {
@@ -499,6 +501,8 @@ impl Engine {
             &prompts::intake_table(intake_dir.as_deref(), "words.tsv")?,
         )
         .map_err(EngineError::Intake)?;
+        // Last, so a failure above leaves the old analyzer in use too.
+        Self::apply_synonym_edits(kb, &sources.base_analyzer, &edits).await;
         Ok(Editable {
             prompts,
             router,
@@ -733,6 +737,7 @@ impl Engine {
         let query = self.kb.analyzer().analyze_query(text);
         let mut test = HitTest {
             query: query.clone(),
+            command: false,
             refused_word: None,
             route: None,
             outcome: None,
@@ -746,6 +751,12 @@ impl Engine {
                 prompts.render("refused.j2", ())?,
             );
             test.reply = Some(refused.into_reply(String::new()));
+            return Ok(test);
+        }
+        if command(&query.normalised).is_some() {
+            // 详细, 通知我, 订阅科普, 退订: quick-reply commands, answered
+            // from the user's own state before any routing.
+            test.command = true;
             return Ok(test);
         }
         let decision = match Router::by_rule(&query.normalised) {
@@ -850,7 +861,12 @@ impl Engine {
             self.sessions.save(&message.user, &turn.session).await?;
         }
         let mut handled = handled;
-        if allowed && !matches!(message.content, Content::Unsubscribe) {
+        // An opt-out reply carries nothing pushed: a queued broadcast would
+        // be the very thing refused.
+        if allowed
+            && !matches!(message.content, Content::Unsubscribe)
+            && handled.route != "unsubscribe"
+        {
             self.deliver_notices(&message.user, &mut handled).await?;
         }
         let kind = handled.kind.unwrap_or(ReplyKind::Notice);
@@ -1715,12 +1731,12 @@ impl Engine {
         ))
     }
 
-    /// Adds the conversation's crops and place to a subscriber's record;
-    /// nothing at all for users who did not opt in.
+    /// Adds the conversation's crops and place to a subscriber's record
+    /// (a point read when the conversation names a crop or a place; a
+    /// write only for subscribers and only when something is new). The
+    /// record decides, not the session: sessions expire in 30 minutes, a
+    /// subscription does not.
     async fn note_interest(&self, turn: &Turn<'_>) -> Result<(), EngineError> {
-        if !turn.session.subscribed {
-            return Ok(());
-        }
         let crops = turn
             .session
             .topic
@@ -1748,7 +1764,11 @@ impl Engine {
         turn: &mut Turn<'_>,
         prompts: &Prompts,
     ) -> Result<Handled, EngineError> {
-        let already = turn.session.subscribed;
+        let already = self
+            .outreach
+            .subscriber(&turn.user.storage_key())
+            .await?
+            .is_some_and(|s| s.is_subscribed());
         let place = turn
             .session
             .region
@@ -1761,7 +1781,6 @@ impl Engine {
             .map(|topic| topic.crops.clone())
             .unwrap_or_default();
         let subscriber = self.outreach.subscribe(turn.user, place, &crops).await?;
-        turn.session.subscribed = true;
         Ok(Handled::notice(
             ReplyKind::Notice,
             "subscribe",
@@ -1784,7 +1803,6 @@ impl Engine {
         prompts: &Prompts,
     ) -> Result<Handled, EngineError> {
         let was_subscribed = self.outreach.unsubscribe(turn.user).await?;
-        turn.session.subscribed = false;
         Ok(Handled::notice(
             ReplyKind::Notice,
             "unsubscribe",

@@ -222,11 +222,14 @@ impl Outreach {
         Ok(subscriber)
     }
 
-    /// Opts a user out; `false` when they had never opted in.
+    /// Opts a user out; `false` when they were not subscribed.
     pub async fn unsubscribe(&self, user: &UserKey) -> Result<bool, OutreachError> {
         let Some(mut subscriber) = self.subscriber(&user.storage_key()).await? else {
             return Ok(false);
         };
+        if !subscriber.is_subscribed() {
+            return Ok(false);
+        }
         subscriber.state = UNSUBSCRIBED.into();
         subscriber.changed_at = now();
         self.save(&subscriber).await?;
@@ -332,6 +335,23 @@ pub async fn start_broadcast(
     let outreach = engine.outreach().clone();
     if let Some(existing) = outreach.broadcast(id).await? {
         return Ok(existing);
+    }
+    // Two posts of one form at once: only the first starts the send.
+    if !engine
+        .sessions()
+        .claim(&format!("broadcast-start:{id}"), SENT_MARK_TTL)
+        .await?
+    {
+        for _ in 0..50 {
+            if let Some(existing) = outreach.broadcast(id).await? {
+                return Ok(existing);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        return Err(crate::EngineError::Outreach(OutreachError::Corrupt(
+            "broadcast",
+            format!("{id} was started but not recorded"),
+        )));
     }
     let subscribers = outreach.audience(&audience).await?;
     let text = engine.render(

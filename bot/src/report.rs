@@ -11,7 +11,9 @@
 //! What counts:
 //! - a *question* is a turn answered from the knowledge base, offered as
 //!   "你是想问" or abstained on (reply kinds `answer`, `suggest`,
-//!   `abstain`); greetings, forms and notices are not questions;
+//!   `abstain`); greetings, forms and notices are not questions, and
+//!   neither are "详细" and a numbered pick from "你是想问" (routes
+//!   `detail` and `choice`: they follow a question already counted);
 //! - *satisfaction* is 👍 / (👍 + 👎) over the period's rated turns;
 //! - a demand is *filed* in the period when its filing day is in it, and
 //!   *matched* when it has a 揭榜 claim or has reached 对接中 or 已合作;
@@ -173,6 +175,7 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts a turn that [`is_question`].
     fn add(&mut self, turn: &TurnRecord) {
         match turn.reply_kind.as_str() {
             "answer" => self.answered += 1,
@@ -216,6 +219,7 @@ impl Counts {
 /// Whether a turn is a question (see the module's definition).
 pub fn is_question(turn: &TurnRecord) -> bool {
     matches!(turn.reply_kind.as_str(), "answer" | "suggest" | "abstain")
+        && !matches!(turn.route.as_str(), "detail" | "choice")
 }
 
 /// A row of a breakdown: a channel, a city, a county or a day.
@@ -515,14 +519,19 @@ impl Report {
                 entry_questions.insert(entry_id.to_owned(), entry.content.question);
             }
         }
-        Ok(Self::build(
-            period,
-            scope,
-            &turns,
-            &demands,
-            &entry_questions,
-            Regions::builtin(),
-        ))
+        // A year of turns is seconds of counting: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            Self::build(
+                period,
+                scope,
+                &turns,
+                &demands,
+                &entry_questions,
+                Regions::builtin(),
+            )
+        })
+        .await
+        .map_err(|e| ReportError::Store(e.to_string()))
     }
 
     /// The report as CSV: one line per slice (`section`: total, day,
@@ -841,6 +850,11 @@ mod tests {
             turn("2026-11-16", "wechat", "abstain", Some("广元市")),
             turn("2026-11-17", "web", "suggest", None),
             turn("2026-11-17", "web", "greeting", None),
+            // "详细" after an answer: the same question, not a new one.
+            TurnRecord {
+                route: "detail".into(),
+                ..turn("2026-11-17", "web", "answer", None)
+            },
             turn("2026-11-23", "web", "answer", None),
         ];
         let names = HashMap::from([("e1".to_owned(), "马铃薯晚疫病怎么防治".to_owned())]);

@@ -68,10 +68,6 @@ pub struct Session {
     /// Where the user is, from a shared location or a stated region.
     #[serde(default)]
     pub region: Option<String>,
-    /// Whether the user opted in to personalised push (精准科普), so their
-    /// questions' crops are noted for it; the subscriber record decides.
-    #[serde(default)]
-    pub subscribed: bool,
 }
 
 /// Errors from a session store.

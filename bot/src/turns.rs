@@ -241,10 +241,13 @@ impl TurnLog {
     /// over widening windows of China days (a week, a month, a quarter, a
     /// year) until at least `wanted` are found, so pages over a large log
     /// read only its recent part. Time order, oldest first.
+    ///
+    /// Only turns `keep` accepts count towards `wanted` and are returned.
     pub async fn recent(
         &self,
         conditions: &[(&'static str, &str)],
         wanted: usize,
+        keep: impl Fn(&TurnRecord) -> bool,
     ) -> Result<Vec<TurnRecord>, TurnLogError> {
         let today = crate::china::today();
         let mut found = Vec::new();
@@ -261,6 +264,7 @@ impl TurnLog {
                 filter = filter.and(Condition::keyword(field, *value));
             }
             found = self.scan(filter).await?;
+            found.retain(|turn| keep(turn));
             if found.len() >= wanted {
                 break;
             }
@@ -271,12 +275,18 @@ impl TurnLog {
     async fn scan(&self, filter: Filter) -> Result<Vec<TurnRecord>, TurnLogError> {
         self.flush().await?;
         let records = kb::store::scroll_all(self.store.as_ref(), TURNS, filter).await?;
-        let mut turns: Vec<TurnRecord> = records
-            .into_iter()
-            .filter_map(|r| serde_json::from_value(serde_json::Value::Object(r.payload)).ok())
-            .collect();
-        turns.sort_by(|a: &TurnRecord, b: &TurnRecord| a.turn_id.cmp(&b.turn_id));
-        Ok(turns)
+        // Decoding a report's worth of turns takes milliseconds of CPU.
+        let decode = move || {
+            let mut turns: Vec<TurnRecord> = records
+                .into_iter()
+                .filter_map(|r| serde_json::from_value(serde_json::Value::Object(r.payload)).ok())
+                .collect();
+            turns.sort_by(|a: &TurnRecord, b: &TurnRecord| a.turn_id.cmp(&b.turn_id));
+            turns
+        };
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|e| TurnLogError::Corrupt("(decoding a scan)".into(), e.to_string()))
     }
 }
 

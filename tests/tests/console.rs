@@ -378,6 +378,11 @@ async fn hit_testing_explains_a_question_and_word_edits_apply_at_once() -> anyho
         logged_before,
         "hit testing logs nothing"
     );
+    // 订阅科普 is a command, not something to route.
+    let (_, page) = editor
+        .get("/console/hit-test?q=%E8%AE%A2%E9%98%85%E7%A7%91%E6%99%AE")
+        .await?;
+    assert!(page.contains("id=\"command\""), "{page}");
 
     // A new dialect word: hit testing and the bot read it at once.
     let (status, _, _) = editor

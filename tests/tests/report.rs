@@ -30,6 +30,7 @@ const ASKED: &[&str] = &[
 
 fn is_question(turn: &TurnRecord) -> bool {
     matches!(turn.reply_kind.as_str(), "answer" | "suggest" | "abstain")
+        && !matches!(turn.route.as_str(), "detail" | "choice")
 }
 
 async fn say(

@@ -43,7 +43,7 @@ pub(super) async fn page(
     user.require(Role::Editor)?;
     let turns = console.engine.turns();
     let mut rated = turns
-        .recent(&[("feedback", "down")], SHOWN)
+        .recent(&[("feedback", "down")], SHOWN, |_| true)
         .await
         .map_err(unavailable)?;
     let total = rated.len();

@@ -168,6 +168,7 @@ pub(super) async fn page(
             "rewrites": rewrites,
             "tokens": test.query.tokens,
             "refused_word": test.refused_word,
+            "command": test.command,
             "route": route,
             "search": search,
             "channels": channels,

@@ -45,16 +45,21 @@ pub(super) async fn import(
     if form.rows.trim().is_empty() {
         return Err(ConsoleError::BadRequest("请粘贴要导入的内容".into()));
     }
-    let rows = match form.format.as_str() {
-        "jsonl" => kb::import::parse_jsonl(&form.rows),
-        "csv" => kb::import::parse_csv(form.rows.as_bytes())
-            .map_err(|e| ConsoleError::BadRequest(format!("CSV 无法读取：{e}")))?,
-        other => {
-            return Err(ConsoleError::BadRequest(format!(
-                "没有这种格式：{other}（可选 jsonl、csv）"
-            )));
-        }
-    };
+    if !matches!(form.format.as_str(), "jsonl" | "csv") {
+        return Err(ConsoleError::BadRequest(format!(
+            "没有这种格式：{}（可选 jsonl、csv）",
+            form.format
+        )));
+    }
+    // Parsing megabytes of rows is CPU work: off the async runtime.
+    let (format, text) = (form.format.clone(), form.rows.clone());
+    let rows = tokio::task::spawn_blocking(move || match format.as_str() {
+        "csv" => kb::import::parse_csv(text.as_bytes()),
+        _ => Ok(kb::import::parse_jsonl(&text)),
+    })
+    .await
+    .map_err(|e| ConsoleError::Unavailable(e.to_string()))?
+    .map_err(|e| ConsoleError::BadRequest(format!("CSV 无法读取：{e}")))?;
     let total = rows.len();
     let report = console
         .engine

@@ -123,12 +123,11 @@ async fn open_groups(console: &Console) -> Result<Vec<Group>, ConsoleError> {
     let mut turns: Vec<TurnRecord> = console
         .engine
         .turns()
-        .recent(&[("reply_kind", "abstain")], MAX_QUESTIONS)
+        .recent(&[("reply_kind", "abstain")], MAX_QUESTIONS, |turn| {
+            !linked.contains(&turn.turn_id) && !turn.text.trim().is_empty()
+        })
         .await
-        .map_err(|e| ConsoleError::Unavailable(e.to_string()))?
-        .into_iter()
-        .filter(|turn| !linked.contains(&turn.turn_id) && !turn.text.trim().is_empty())
-        .collect();
+        .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
     turns.sort_by_key(|turn| std::cmp::Reverse(turn.at));
     turns.truncate(MAX_QUESTIONS);
     let mut groups: Vec<(Vec<f32>, Vec<TurnRecord>)> = Vec::new();
