@@ -288,6 +288,22 @@ fn tidy(text: &str) -> String {
     text.chars().map(kb::text::to_half_width).collect()
 }
 
+/// What personalised push learns from a conversation: where the user is
+/// (their shared location, read through the region table) and the crops
+/// of its topic.
+fn interest(session: &Session) -> (Option<kb::region::Place>, Vec<String>) {
+    let place = session
+        .region
+        .as_deref()
+        .and_then(|label| Regions::builtin().find(label));
+    let crops = session
+        .topic
+        .as_ref()
+        .map(|topic| topic.crops.clone())
+        .unwrap_or_default();
+    (place, crops)
+}
+
 /// The route name a form's turns are logged under.
 fn form_route(kind: FormKind) -> &'static str {
     match kind {
@@ -1737,17 +1753,7 @@ impl Engine {
     /// record decides, not the session: sessions expire in 30 minutes, a
     /// subscription does not.
     async fn note_interest(&self, turn: &Turn<'_>) -> Result<(), EngineError> {
-        let crops = turn
-            .session
-            .topic
-            .as_ref()
-            .map(|topic| topic.crops.clone())
-            .unwrap_or_default();
-        let place = turn
-            .session
-            .region
-            .as_deref()
-            .and_then(|label| Regions::builtin().find(label));
+        let (place, crops) = interest(&turn.session);
         if crops.is_empty() && place.is_none() {
             return Ok(());
         }
@@ -1769,17 +1775,7 @@ impl Engine {
             .subscriber(&turn.user.storage_key())
             .await?
             .is_some_and(|s| s.is_subscribed());
-        let place = turn
-            .session
-            .region
-            .as_deref()
-            .and_then(|label| Regions::builtin().find(label));
-        let crops = turn
-            .session
-            .topic
-            .as_ref()
-            .map(|topic| topic.crops.clone())
-            .unwrap_or_default();
+        let (place, crops) = interest(&turn.session);
         let subscriber = self.outreach.subscribe(turn.user, place, &crops).await?;
         Ok(Handled::notice(
             ReplyKind::Notice,

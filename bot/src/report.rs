@@ -47,6 +47,9 @@ pub enum ReportError {
     /// The period is malformed or too long.
     #[error("{0}")]
     Period(String),
+    /// The scope names no channel or no city of the province.
+    #[error("{0}")]
+    Scope(String),
     /// A store failed.
     #[error("reading the logs failed: {0}")]
     Store(String),
@@ -59,6 +62,11 @@ pub struct Period {
     pub from: Date,
     /// The last day.
     pub to: Date,
+}
+
+/// A request's text, trimmed; `None` when absent or blank.
+fn given_text(text: Option<&str>) -> Option<&str> {
+    text.map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Parses `YYYY-MM-DD`.
@@ -98,6 +106,27 @@ impl Period {
         let monday = Date::from_iso_week_date(year, week, Weekday::Monday).map_err(|_| bad())?;
         let sunday = Date::from_iso_week_date(year, week, Weekday::Sunday).map_err(|_| bad())?;
         Self::new(monday, sunday)
+    }
+
+    /// The period a request names: an ISO week (`2026-W47`), else `from`
+    /// and `to` (`YYYY-MM-DD`), else the current week in China. Blank
+    /// texts count as absent.
+    pub fn select(
+        week: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Self, ReportError> {
+        if let Some(week) = given_text(week) {
+            return Self::iso_week(week);
+        }
+        let (from, to) = (given_text(from), given_text(to));
+        if from.is_none() && to.is_none() {
+            return Ok(Self::week_of(crate::china::today()));
+        }
+        Self::new(
+            parse_day(from.unwrap_or_default())?,
+            parse_day(to.unwrap_or_default())?,
+        )
     }
 
     /// The ISO week a day is in.
@@ -155,6 +184,31 @@ pub struct Scope {
     pub channel: Option<String>,
     /// Only this city or prefecture (full name, "广元市").
     pub city: Option<String>,
+}
+
+impl Scope {
+    /// The scope a request names: a channel by its stable name (`wechat`),
+    /// a city by its full or short name (`广元`); blank texts are absent.
+    pub fn named(channel: Option<&str>, city: Option<&str>) -> Result<Self, ReportError> {
+        let channel = match given_text(channel) {
+            None => None,
+            Some(name) => Some(
+                webhooks::message::Channel::parse(name)
+                    .ok_or_else(|| ReportError::Scope(format!("没有渠道 {name}")))?
+                    .as_str()
+                    .to_owned(),
+            ),
+        };
+        let city = match given_text(city) {
+            None => None,
+            Some(name) => Some(
+                Regions::builtin()
+                    .city(name)
+                    .ok_or_else(|| ReportError::Scope(format!("没有市州 {name}")))?,
+            ),
+        };
+        Ok(Self { channel, city })
+    }
 }
 
 /// Counts of one slice of the period.
@@ -534,6 +588,16 @@ impl Report {
         .map_err(|e| ReportError::Store(e.to_string()))
     }
 
+    /// The whole period and scope as one row, named by the period.
+    fn total_row(&self) -> Row {
+        Row {
+            name: self.period.label(),
+            counts: self.totals,
+            demands_filed: self.demands_filed,
+            demands_matched: self.demands_matched,
+        }
+    }
+
     /// The report as CSV: one line per slice (`section`: total, day,
     /// channel, city, county), rates as fractions with three decimals.
     pub fn csv(&self) -> String {
@@ -555,12 +619,7 @@ impl Report {
         ];
         let rate = |value: Option<f64>| value.map(|v| format!("{v:.3}")).unwrap_or_default();
         let mut lines = vec![header.map(str::to_owned).to_vec()];
-        let total = Row {
-            name: self.period.label(),
-            counts: self.totals,
-            demands_filed: self.demands_filed,
-            demands_matched: self.demands_matched,
-        };
+        let total = self.total_row();
         let sections = [
             ("total", std::slice::from_ref(&total)),
             ("day", self.per_day.as_slice()),
@@ -631,12 +690,7 @@ impl Report {
                 "entry_id": ranked.entry_id,
             })
         };
-        let total = Row {
-            name: self.period.label(),
-            counts: self.totals,
-            demands_filed: self.demands_filed,
-            demands_matched: self.demands_matched,
-        };
+        let total = self.total_row();
         serde_json::json!({
             "period": self.period.label(),
             "from": self.period.from_text(),
@@ -822,6 +876,29 @@ mod tests {
         for bad in ["2026-47", "2026-W54", "W47", "2026-Wx", ""] {
             assert!(Period::iso_week(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_request_selects_a_week_a_range_or_this_week() {
+        let week = Period::select(Some("2026-W47"), Some("2026-01-01"), None);
+        assert_eq!(
+            week.ok().map(|p| p.from_text()),
+            Some("2026-11-16".to_owned())
+        );
+        let range = Period::select(Some(" "), Some("2026-11-01"), Some("2026-11-03"));
+        assert_eq!(range.ok().map(|p| p.days().len()), Some(3));
+        let now = Period::select(None, Some(""), None);
+        assert_eq!(now.ok(), Some(Period::week_of(crate::china::today())));
+        assert!(
+            Period::select(None, Some("2026-11-01"), None).is_err(),
+            "no end"
+        );
+        let Ok(scope) = Scope::named(Some("wechat"), Some("广元")) else {
+            panic!("a channel and a short city name");
+        };
+        assert_eq!(scope.city.as_deref(), Some("广元市"));
+        assert!(Scope::named(Some("fax"), None).is_err());
+        assert!(Scope::named(None, Some("北京")).is_err());
     }
 
     #[test]

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kb::region::Regions;
 
 use bot::Engine;
-use bot::report::{Period, Report, Scope, parse_day};
+use bot::report::{Period, Report, Scope};
 
 /// What `wenke report` prints.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -45,46 +44,19 @@ pub struct ReportArgs {
     out: Option<PathBuf>,
 }
 
-impl ReportArgs {
-    fn period(&self) -> anyhow::Result<Period> {
-        if let Some(week) = &self.week {
-            return Ok(Period::iso_week(week)?);
-        }
-        match (&self.from, &self.to) {
-            (Some(from), Some(to)) => Ok(Period::new(parse_day(from)?, parse_day(to)?)?),
-            _ => Ok(Period::week_of(bot::china::today())),
-        }
-    }
-
-    fn scope(&self) -> anyhow::Result<Scope> {
-        let channel = match &self.channel {
-            None => None,
-            Some(name) => Some(
-                webhooks::message::Channel::parse(name)
-                    .with_context(|| format!("no channel {name}"))?
-                    .as_str()
-                    .to_owned(),
-            ),
-        };
-        let city = match &self.city {
-            None => None,
-            Some(name) => Some(
-                Regions::builtin()
-                    .city(name)
-                    .with_context(|| format!("no city or prefecture {name} in the province"))?,
-            ),
-        };
-        Ok(Scope { channel, city })
-    }
-}
-
 /// Prints or writes the report.
 pub async fn run(
     engine: &Engine,
     args: ReportArgs,
     pages_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let report = Report::gather(engine, args.period()?, args.scope()?).await?;
+    let period = Period::select(
+        args.week.as_deref(),
+        args.from.as_deref(),
+        args.to.as_deref(),
+    )?;
+    let scope = Scope::named(args.channel.as_deref(), args.city.as_deref())?;
+    let report = Report::gather(engine, period, scope).await?;
     let text = match args.format {
         Format::Csv => report.csv(),
         Format::Markdown => {

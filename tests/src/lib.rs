@@ -149,9 +149,34 @@ pub struct ConsoleClient {
 
 /// The CSRF token in a page's first form.
 pub fn hidden_csrf(html: &str) -> Option<String> {
-    let start = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    hidden_field(html, "csrf")
+}
+
+/// The value of the first field named `name` (`name="…" value="…"`).
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('"')? + start;
     Some(html[start..end].to_owned())
+}
+
+/// Imports the demo listings of one kind (`kb/demo/capabilities.jsonl` or
+/// `kb/demo/demands.jsonl`) into the engine, refusing any row error.
+pub async fn import_demo_listings(
+    engine: &Engine,
+    kind: kb::listing::ListingKind,
+) -> anyhow::Result<()> {
+    let file = match kind {
+        kb::listing::ListingKind::Capabilities => "kb/demo/capabilities.jsonl",
+        kb::listing::ListingKind::Demands => "kb/demo/demands.jsonl",
+    };
+    let text = std::fs::read_to_string(root().join(file))?;
+    let report = engine
+        .listings()
+        .import_jsonl(kind, &text, &|_, _| {})
+        .await?;
+    anyhow::ensure!(report.errors.is_empty(), "{file}: {:?}", report.errors);
+    Ok(())
 }
 
 impl ConsoleClient {

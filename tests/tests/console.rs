@@ -520,19 +520,11 @@ async fn answers_rated_down_show_with_their_conversation() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_follow_a_demand_from_the_board_to_a_claim() -> anyhow::Result<()> {
     let (engine, _console, base) = console_server().await?;
-    for (kind, file) in [
-        (
-            kb::listing::ListingKind::Capabilities,
-            "kb/demo/capabilities.jsonl",
-        ),
-        (kb::listing::ListingKind::Demands, "kb/demo/demands.jsonl"),
+    for kind in [
+        kb::listing::ListingKind::Capabilities,
+        kb::listing::ListingKind::Demands,
     ] {
-        let text = std::fs::read_to_string(tests::root().join(file))?;
-        let report = engine
-            .listings()
-            .import_jsonl(kind, &text, &|_, _| {})
-            .await?;
-        anyhow::ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        tests::import_demo_listings(&engine, kind).await?;
     }
     let published = engine
         .listings()
@@ -693,12 +685,7 @@ async fn a_personalised_push_reaches_only_its_opted_in_audience_once() -> anyhow
         .await?;
     assert_eq!(status, 200);
     assert_eq!(count(&page), Some(1), "in 广元 and opted in: {page}");
-    let token = page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_default()
-        .to_owned();
+    let token = tests::hidden_field(&page, "token").unwrap_or_default();
     let csrf = tests::hidden_csrf(&page).unwrap_or_default();
     let form = [
         ("csrf", csrf.as_str()),
@@ -748,12 +735,7 @@ async fn a_personalised_push_reaches_only_its_opted_in_audience_once() -> anyhow
             "/console/push?city=%E5%B9%BF%E5%85%83%E5%B8%82&entry={entry}"
         ))
         .await?;
-    let token = page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_default()
-        .to_owned();
+    let token = tests::hidden_field(&page, "token").unwrap_or_default();
     let form = [
         ("csrf", csrf.as_str()),
         ("token", token.as_str()),

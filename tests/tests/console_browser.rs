@@ -95,12 +95,7 @@ fn drive(base: &str) -> anyhow::Result<()> {
         bail!("the preview does not render the Markdown list");
     }
     screenshot(&tab, "console-editor-preview-1280.png")?;
-    tab.wait_for_element("form.card button[type=submit]:not([name])")?
-        .click()?;
-    wait_for_text(&tab, "草稿")?;
-    tab.wait_for_element("form[action$='/submit'] button")?
-        .click()?;
-    wait_for_text(&tab, "待审核")?;
+    save_and_submit(&tab)?;
     wait_for_text(&tab, "需要另一位审核人审核")?;
     screenshot(&tab, "console-entry-submitted-1280.png")?;
     sign_out(&tab)?;
@@ -163,12 +158,7 @@ fn drive(base: &str) -> anyhow::Result<()> {
         "document.querySelector('#category').value = '生活科普'",
     )?;
     fill(&tab, "#source_organisation", "省科普作家协会")?;
-    tab.wait_for_element("form.card button[type=submit]:not([name])")?
-        .click()?;
-    wait_for_text(&tab, "草稿")?;
-    tab.wait_for_element("form[action$='/submit'] button")?
-        .click()?;
-    wait_for_text(&tab, "待审核")?;
+    save_and_submit(&tab)?;
     sign_out(&tab)?;
     sign_in(&tab, base, "shen")?;
     tab.navigate_to(&format!("{base}/console/review"))?
@@ -220,6 +210,17 @@ fn drive(base: &str) -> anyhow::Result<()> {
     if !markdown.starts_with("# 问科 周报") || !markdown.contains("| 提问 |") {
         bail!("the downloaded report: {markdown}");
     }
+    Ok(())
+}
+
+/// Saves the entry open in the editor as a draft, then submits it.
+fn save_and_submit(tab: &Tab) -> anyhow::Result<()> {
+    tab.wait_for_element("form.card button[type=submit]:not([name])")?
+        .click()?;
+    wait_for_text(tab, "草稿")?;
+    tab.wait_for_element("form[action$='/submit'] button")?
+        .click()?;
+    wait_for_text(tab, "待审核")?;
     Ok(())
 }
 
@@ -373,19 +374,11 @@ async fn the_rest_of_the_console_works_in_a_real_browser() -> anyhow::Result<()>
     use webhooks::message::{Channel, Content, Handler, Incoming, Rating, UserKey};
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    for (kind, file) in [
-        (
-            kb::listing::ListingKind::Capabilities,
-            "kb/demo/capabilities.jsonl",
-        ),
-        (kb::listing::ListingKind::Demands, "kb/demo/demands.jsonl"),
+    for kind in [
+        kb::listing::ListingKind::Capabilities,
+        kb::listing::ListingKind::Demands,
     ] {
-        let text = std::fs::read_to_string(tests::root().join(file))?;
-        let report = engine
-            .listings()
-            .import_jsonl(kind, &text, &|_, _| {})
-            .await?;
-        anyhow::ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        tests::import_demo_listings(&engine, kind).await?;
     }
     let demand = engine
         .listings()

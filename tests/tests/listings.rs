@@ -17,12 +17,7 @@ const PHONE: &str = "13800012345";
 async fn engine_with_capabilities() -> anyhow::Result<Arc<Engine>> {
     let dir = tests::scratch_dir()?;
     let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    let text = std::fs::read_to_string(tests::root().join("kb/demo/capabilities.jsonl"))?;
-    let report = engine
-        .listings()
-        .import_jsonl(ListingKind::Capabilities, &text, &|_, _| {})
-        .await?;
-    anyhow::ensure!(report.errors.is_empty(), "{:?}", report.errors);
+    tests::import_demo_listings(&engine, ListingKind::Capabilities).await?;
     Ok(engine)
 }
 

@@ -92,12 +92,7 @@ async fn the_weekly_report_counts_what_the_turn_log_holds() -> anyhow::Result<()
         }
     }
     // Demands are filed now, so they count in the current week.
-    let demands = std::fs::read_to_string(tests::root().join("kb/demo/demands.jsonl"))?;
-    let imported = engine
-        .listings()
-        .import_jsonl(ListingKind::Demands, &demands, &|_, _| {})
-        .await?;
-    anyhow::ensure!(imported.errors.is_empty(), "{:?}", imported.errors);
+    tests::import_demo_listings(&engine, ListingKind::Demands).await?;
     // Staff take one on: it counts as matched.
     let first = engine
         .listings()

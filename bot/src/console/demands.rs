@@ -13,7 +13,7 @@ use kb::listing::{Demand, DemandStatus, ListingError, NewClaim, StaffUpdate};
 use serde::Deserialize;
 
 use super::accounts::Role;
-use super::{Console, ConsoleError, Posted, Signed};
+use super::{Console, ConsoleError, Posted, Signed, non_blank};
 use crate::EngineError;
 
 /// Experts matched on a demand's page.
@@ -73,13 +73,7 @@ pub(super) async fn board(
     Query(query): Query<BoardQuery>,
 ) -> Result<Response, ConsoleError> {
     user.require(Role::Staff)?;
-    let status = match query.status.trim() {
-        "" => None,
-        name => Some(
-            DemandStatus::parse(name)
-                .ok_or_else(|| ConsoleError::BadRequest(format!("没有状态 {name}")))?,
-        ),
-    };
+    let status = status_field(&query.status)?;
     let all = console.engine.listings().demands(None, None).await?;
     let counts = crate::report::demands_by_status(&all);
     let shown: Vec<serde_json::Value> = all
@@ -183,9 +177,15 @@ pub(super) struct UpdateForm {
     message: String,
 }
 
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_owned())
+/// A status field: `None` when blank, else a status of the life cycle by
+/// its Chinese name; any other name is a bad request.
+fn status_field(text: &str) -> Result<Option<DemandStatus>, ConsoleError> {
+    let Some(name) = non_blank(text) else {
+        return Ok(None);
+    };
+    DemandStatus::parse(&name)
+        .map(Some)
+        .ok_or_else(|| ConsoleError::BadRequest(format!("没有状态 {name}")))
 }
 
 fn back_to(number: &str) -> Response {
@@ -210,18 +210,11 @@ pub(super) async fn update(
 ) -> Result<Response, ConsoleError> {
     posted.user.require(Role::Staff)?;
     let form = posted.form;
-    let status = match given(&form.status) {
-        None => None,
-        Some(name) => Some(
-            DemandStatus::parse(&name)
-                .ok_or_else(|| ConsoleError::BadRequest(format!("没有状态 {name}")))?,
-        ),
-    };
     let update = StaffUpdate {
-        status,
-        staff: given(&form.staff),
-        plan_note: given(&form.plan_note),
-        message: given(&form.message),
+        status: status_field(&form.status)?,
+        staff: non_blank(&form.staff),
+        plan_note: non_blank(&form.plan_note),
+        message: non_blank(&form.message),
     };
     if update == StaffUpdate::default() {
         return Err(ConsoleError::BadRequest("没有要改的内容".into()));
@@ -254,7 +247,7 @@ pub(super) async fn claim(
     posted: Posted<ClaimForm>,
 ) -> Result<Response, ConsoleError> {
     posted.user.require(Role::Staff)?;
-    let Some(capability) = given(&posted.form.capability) else {
+    let Some(capability) = non_blank(&posted.form.capability) else {
         return Err(ConsoleError::BadRequest("请填写揭榜专家的所能编号".into()));
     };
     let demand = console

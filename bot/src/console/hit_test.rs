@@ -14,7 +14,6 @@ use axum::response::Response;
 use kb::base::PhrasingKind;
 use kb::text::RewriteKind;
 use serde::Deserialize;
-use webhooks::message::Channel;
 use webhooks::preview::{self, Markup};
 
 use super::accounts::Role;
@@ -42,16 +41,6 @@ fn route_label(route: &str) -> &'static str {
         "demand_status" => "查询需求",
         "choice" => "选择编号",
         _ => "其他",
-    }
-}
-
-fn channel_label(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Wechat => "微信公众号",
-        Channel::Wecom => "企业微信",
-        Channel::Telegram => "Telegram",
-        Channel::Web => "网页",
-        Channel::Cli => "命令行",
     }
 }
 
@@ -149,7 +138,7 @@ pub(super) async fn page(
                 .into_iter()
                 .map(|view| {
                     serde_json::json!({
-                        "label": channel_label(view.channel),
+                        "label": super::channel_label(view.channel),
                         "html": view.markup == Markup::Html,
                         "messages": view.messages,
                         "buttons": view.buttons,

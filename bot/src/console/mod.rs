@@ -218,6 +218,36 @@ fn china_time(at: time::OffsetDateTime) -> String {
     crate::china::minute(at)
 }
 
+/// A form or query field's text, trimmed; `None` when blank.
+fn non_blank(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// A city or prefecture field: `None` when blank, else the full name of a
+/// city of the province ("广元" → "广元市"); any other name is a bad request.
+fn city_field(text: &str) -> Result<Option<String>, ConsoleError> {
+    let Some(name) = non_blank(text) else {
+        return Ok(None);
+    };
+    kb::region::Regions::builtin()
+        .city(&name)
+        .map(Some)
+        .ok_or_else(|| ConsoleError::BadRequest(format!("没有市州 {name}")))
+}
+
+/// A channel's name for staff.
+fn channel_label(channel: webhooks::message::Channel) -> &'static str {
+    use webhooks::message::Channel;
+    match channel {
+        Channel::Wechat => "微信公众号",
+        Channel::Wecom => "企业微信",
+        Channel::Telegram => "Telegram",
+        Channel::Web => "网页",
+        Channel::Cli => "命令行",
+    }
+}
+
 /// A Unix time as the console shows it; empty when out of range.
 fn unix_time(at: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(at)

@@ -13,7 +13,7 @@ use kb::region::Regions;
 use serde::Deserialize;
 
 use super::accounts::Role;
-use super::{Console, ConsoleError, Posted, Signed};
+use super::{Console, ConsoleError, Posted, Signed, non_blank};
 use crate::outreach::{Audience, OutreachError, start_broadcast};
 
 /// Entries offered to pick from.
@@ -39,26 +39,13 @@ pub(super) struct PushQuery {
     channel: String,
 }
 
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
 impl PushQuery {
     fn audience(&self) -> Result<Audience, ConsoleError> {
-        let city = match given(&self.city) {
-            None => None,
-            Some(name) => Some(
-                Regions::builtin()
-                    .city(&name)
-                    .ok_or_else(|| ConsoleError::BadRequest(format!("没有市州 {name}")))?,
-            ),
-        };
         Ok(Audience {
-            city,
-            county: given(&self.county),
-            crop: given(&self.crop),
-            channel: given(&self.channel),
+            city: super::city_field(&self.city)?,
+            county: non_blank(&self.county),
+            crop: non_blank(&self.crop),
+            channel: non_blank(&self.channel),
         })
     }
 }
@@ -84,7 +71,7 @@ pub(super) async fn page(
     // In season first: the entry names this month.
     entries.sort_by_key(|entry| !entry.content.months.contains(&month));
     entries.truncate(PICKABLE);
-    let chosen = match given(&query.entry) {
+    let chosen = match non_blank(&query.entry) {
         None => None,
         Some(id) => Some(
             engine

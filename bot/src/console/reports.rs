@@ -14,15 +14,15 @@ use webhooks::message::Channel;
 
 use super::accounts::Role;
 use super::{Console, ConsoleError, Signed};
-use crate::report::{Period, Report, Scope, parse_day};
+use crate::report::{Period, Report, Scope};
 
-/// The channels a report can be narrowed to, with their names for staff.
-const CHANNELS: &[(Channel, &str)] = &[
-    (Channel::Wechat, "微信公众号"),
-    (Channel::Wecom, "企业微信"),
-    (Channel::Telegram, "Telegram"),
-    (Channel::Web, "网页"),
-    (Channel::Cli, "命令行"),
+/// The channels a report can be narrowed to.
+const CHANNELS: [Channel; 5] = [
+    Channel::Wechat,
+    Channel::Wecom,
+    Channel::Telegram,
+    Channel::Web,
+    Channel::Cli,
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,45 +42,11 @@ pub(super) struct ReportQuery {
     format: String,
 }
 
-impl ReportQuery {
-    fn period(&self) -> Result<Period, ConsoleError> {
-        let bad = |e: crate::report::ReportError| ConsoleError::BadRequest(e.to_string());
-        if !self.week.trim().is_empty() {
-            return Period::iso_week(&self.week).map_err(bad);
-        }
-        if self.from.trim().is_empty() && self.to.trim().is_empty() {
-            return Ok(Period::week_of(crate::china::today()));
-        }
-        let from = parse_day(&self.from).map_err(bad)?;
-        let to = parse_day(&self.to).map_err(bad)?;
-        Period::new(from, to).map_err(bad)
-    }
-
-    fn scope(&self) -> Result<Scope, ConsoleError> {
-        let channel = match self.channel.trim() {
-            "" => None,
-            name => Some(
-                Channel::parse(name)
-                    .ok_or_else(|| ConsoleError::BadRequest(format!("没有渠道 {name}")))?
-                    .as_str()
-                    .to_owned(),
-            ),
-        };
-        let city = match self.city.trim() {
-            "" => None,
-            name => Some(
-                Regions::builtin()
-                    .city(name)
-                    .ok_or_else(|| ConsoleError::BadRequest(format!("没有市州 {name}")))?,
-            ),
-        };
-        Ok(Scope { channel, city })
-    }
-}
-
 async fn report(console: &Console, query: &ReportQuery) -> Result<Report, ConsoleError> {
-    let period = query.period()?;
-    let scope = query.scope()?;
+    let bad = |e: crate::report::ReportError| ConsoleError::BadRequest(e.to_string());
+    let period =
+        Period::select(Some(&query.week), Some(&query.from), Some(&query.to)).map_err(bad)?;
+    let scope = Scope::named(Some(&query.channel), Some(&query.city)).map_err(bad)?;
     Report::gather(&console.engine, period, scope)
         .await
         .map_err(|e| ConsoleError::Unavailable(e.to_string()))
@@ -117,7 +83,12 @@ pub(super) async fn page(
             "channels".into(),
             CHANNELS
                 .iter()
-                .map(|(channel, label)| serde_json::json!({ "value": channel.as_str(), "label": label }))
+                .map(|channel| {
+                    serde_json::json!({
+                        "value": channel.as_str(),
+                        "label": super::channel_label(*channel),
+                    })
+                })
                 .collect(),
         );
         map.insert("cities".into(), Regions::builtin().cities().to_vec().into());
