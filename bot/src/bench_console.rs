@@ -6,8 +6,10 @@
 //! and each page is fetched repeatedly by a signed-in staff admin.
 //!
 //! The knowledge base is whatever the data directory holds (the demo KB
-//! with `scripts/run.sh`): entry counts are not generated here, because
-//! every entry needs real embeddings.
+//! with `scripts/run.sh`), plus, with `--entries N`, N generated drafts
+//! (external keys `bench-N`, so a rerun adds nothing): drafts are stored
+//! like every entry but need no embedding, so a large list is cheap to
+//! make; published entries would need the model for every phrasing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ use uuid::Uuid;
 pub struct ConsoleBenchConfig {
     /// Turns to have in the log.
     pub turns: usize,
+    /// Generated draft entries to have in the knowledge base.
+    pub entries: usize,
     /// Timed fetches per page.
     pub runs: usize,
 }
@@ -86,6 +90,64 @@ fn generated_turn(index: usize, entry_ids: &[String], year_start: i64) -> TurnRe
     }
 }
 
+/// A draft made from one of the demo questions, numbered so each differs.
+fn generated_entry(index: usize) -> kb::entry::EntryContent {
+    let categories = kb::entry::Category::ALL;
+    let category = categories[index % categories.len()];
+    let asked = QUESTIONS[index % QUESTIONS.len()];
+    kb::entry::EntryContent {
+        external_key: Some(format!("bench-{index}")),
+        question: format!("{asked}（第{index}问）"),
+        alt_questions: vec![format!("{asked}？编号{index}")],
+        answer: format!("生成的基准测试条目 {index}：{asked}。"),
+        short_answer: None,
+        category,
+        tags: vec![format!("基准{}", index % 100)],
+        crops: Vec::new(),
+        regions: Vec::new(),
+        months: Vec::new(),
+        audience: None,
+        source: kb::entry::Source {
+            organisation: "基准测试".into(),
+            ..Default::default()
+        },
+        review_by: (index % 7 == 0).then(|| "2025-01-01".to_owned()),
+    }
+}
+
+async fn fill_entries(engine: &Engine, config: &ConsoleBenchConfig) -> anyhow::Result<()> {
+    if config.entries == 0 {
+        return Ok(());
+    }
+    let rows: Vec<kb::import::ParsedRow> = (0..config.entries)
+        .map(|index| kb::import::ParsedRow {
+            origin: kb::import::RowOrigin::Line(index + 1),
+            result: Ok(generated_entry(index)),
+        })
+        .collect();
+    let progress = indicatif::ProgressBar::new(config.entries as u64);
+    let started = Instant::now();
+    let report = engine
+        .kb()
+        .import(
+            rows,
+            &kb::ImportOptions {
+                actor: "bench".into(),
+                approve_as: None,
+            },
+            &|done, _| progress.set_position(done as u64),
+        )
+        .await?;
+    progress.finish_and_clear();
+    println!(
+        "entries: {} created, {} unchanged in {:.1} s",
+        report.created,
+        report.unchanged,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn fill_turns(engine: &Engine, config: &ConsoleBenchConfig) -> anyhow::Result<()> {
     let store = engine.kb().store();
     let entry_ids: Vec<String> = engine
@@ -101,11 +163,13 @@ async fn fill_turns(engine: &Engine, config: &ConsoleBenchConfig) -> anyhow::Res
     let year_start = time::OffsetDateTime::now_utc().unix_timestamp() - 31_536_000;
     let progress = indicatif::ProgressBar::new(config.turns as u64);
     let started = Instant::now();
+    let mut days = std::collections::BTreeSet::new();
     for chunk in (0..config.turns).collect::<Vec<_>>().chunks(2_000) {
         let points: Vec<NewPoint> = chunk
             .iter()
             .filter_map(|&index| {
                 let turn = generated_turn(index, &entry_ids, year_start);
+                days.insert(turn.day.clone());
                 Some(NewPoint {
                     id: Uuid::parse_str(&turn.turn_id).ok()?,
                     dense: None,
@@ -118,6 +182,11 @@ async fn fill_turns(engine: &Engine, config: &ConsoleBenchConfig) -> anyhow::Res
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
+    // Written behind the log's back: its day summaries must go.
+    engine
+        .turns()
+        .forget_summaries(days.into_iter().collect())
+        .await?;
     println!(
         "turns: {} written in {:.1} s",
         config.turns,
@@ -140,6 +209,7 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<String> {
 
 /// Writes the turns, serves the console and times its pages.
 pub async fn run(engine: Arc<Engine>, config: &ConsoleBenchConfig) -> anyhow::Result<()> {
+    fill_entries(&engine, config).await?;
     fill_turns(&engine, config).await?;
     let console = bot::console::Console::open(
         Arc::clone(&engine),
@@ -200,6 +270,8 @@ pub async fn run(engine: Arc<Engine>, config: &ConsoleBenchConfig) -> anyhow::Re
     let export = format!("/console/reports/export?format=csv&{week_query}");
     let pages = [
         "/console/entries",
+        "/console/entries?q=%E7%A8%BB%E7%98%9F%E7%97%85",
+        "/console/entries?status=draft&stale=1",
         "/console/review",
         reports.as_str(),
         export.as_str(),

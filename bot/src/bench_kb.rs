@@ -145,6 +145,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
             lexical: true,
             keyword_fields: vec!["entry_id", "status", "category", "canonical"],
             integer_fields: Vec::new(),
+            datetime_fields: Vec::new(),
         })
         .await?;
     store
@@ -154,6 +155,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
             lexical: false,
             keyword_fields: vec!["status"],
             integer_fields: Vec::new(),
+            datetime_fields: Vec::new(),
         })
         .await?;
 

@@ -92,6 +92,7 @@ fn spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["list"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP surface over the engine, as used by `wenke serve`.
 //!
 //! Routes: the web chat (`/`, `/static/*`, `/api/chat`, `/api/feedback`,
-//! from `webhooks::web`), `GET /healthz`, the listings API
+//! from `webhooks::web`), `GET /healthz` (the process answers), `GET
+//! /readyz` (its stores answer too), the listings API
 //! ([`crate::listings_http`]), the editor console ([`crate::console`]) and
 //! the configured channels (`/wechat`,
 //! `/wecom`, `/telegram`). Every request gets an
@@ -16,10 +17,13 @@ use std::time::{Duration, SystemTime};
 use crate::Engine;
 use axum::extract::State;
 use axum::http::{HeaderName, Request};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use webhooks::message::Handler;
 
@@ -36,6 +40,62 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
         "sessions": engine.sessions().kind(),
     }))
     .into_response()
+}
+
+/// How long `/readyz` waits for each store.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest any request may take before it is answered 503: a backstop
+/// behind the channels' own, shorter budgets (a year-long report is the
+/// slowest page).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a store answered within [`READY_TIMEOUT`], as "ok" or the error.
+async fn probe<E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", READY_TIMEOUT.as_millis())),
+    }
+}
+
+/// `GET /readyz`: 200 when the point store and the session store both
+/// answer a read, else 503 naming what failed, so a load balancer sends
+/// no user to an instance that would fail them.
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let store = engine.kb().store();
+    let points = probe(async {
+        store
+            .count("entries", kb::store::Filter::default())
+            .await
+            .map(|_| ())
+    });
+    let sessions = probe(async { engine.sessions().get("readyz").await.map(|_| ()) });
+    let (points, sessions) = tokio::join!(points, sessions);
+    let status = |result: &Result<(), String>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(error) => error.clone(),
+    };
+    let ready = points.is_ok() && sessions.is_ok();
+    if !ready {
+        tracing::warn!(
+            points = status(&points),
+            sessions = status(&sessions),
+            "not ready"
+        );
+    }
+    let code = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Json(serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "points": status(&points),
+        "sessions": status(&sessions),
+    }));
+    (code, body).into_response()
 }
 
 /// What to serve besides the web chat and the public listings; an
@@ -105,6 +165,7 @@ pub fn router(
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(Arc::clone(&engine))
         .merge(crate::listings_http::router(
             engine,
@@ -130,6 +191,14 @@ pub fn router(
         )?);
     }
     Ok(app
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request

@@ -40,6 +40,7 @@ fn by_user_collection(name: &str) -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["user"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 

@@ -144,6 +144,10 @@ enum BenchCommand {
         /// Turns to have in the log.
         #[arg(long, default_value_t = 1_000_000)]
         turns: usize,
+        /// Generated draft entries to have in the knowledge base, besides
+        /// what it holds (drafts need no embedding).
+        #[arg(long, default_value_t = 0)]
+        entries: usize,
         /// Timed fetches per page.
         #[arg(long, default_value_t = 10)]
         runs: usize,
@@ -317,9 +321,18 @@ fn main() -> anyhow::Result<()> {
             mix,
             question_files: questions,
         })),
-        Command::Bench(BenchCommand::Console { turns, runs }) => runtime()?.block_on(async {
+        Command::Bench(BenchCommand::Console {
+            turns,
+            entries,
+            runs,
+        }) => runtime()?.block_on(async {
             let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;
-            bench_console::run(engine, &bench_console::ConsoleBenchConfig { turns, runs }).await
+            let config = bench_console::ConsoleBenchConfig {
+                turns,
+                entries,
+                runs,
+            };
+            bench_console::run(engine, &config).await
         }),
         Command::Bench(BenchCommand::Kb {
             points,

@@ -132,6 +132,7 @@ fn subscribers_spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["state", "channel", "city", "county", "crops"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 
@@ -142,6 +143,7 @@ fn broadcasts_spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["status", "entry_id"],
         integer_fields: vec!["at"],
+        datetime_fields: Vec::new(),
     }
 }
 

@@ -3,10 +3,13 @@
 //! demands filed and matched, by channel and by region (市州, 县区), for
 //! any period of China days.
 //!
-//! [`Report::build`] is a pure function of turns and demands, so the
-//! console page, its downloads and `wenke report` show the same numbers,
-//! and a test checks them against counts taken straight from the turn log.
-//! [`Report::gather`] is the one place that reads them from the stores.
+//! [`Report::build`] is a pure function of day tallies, rated turns and
+//! demands, so the console page, its downloads and `wenke report` show the
+//! same numbers, and a test checks them against counts taken straight from
+//! the turn log. [`Report::gather`] is the one place that reads them from
+//! the stores: a day that is over is tallied once ([`DayTally`], kept as a
+//! day summary in the turn log), so a finished week costs seven small
+//! reads, not every turn of the week; today is tallied live.
 //!
 //! What counts:
 //! - a *question* is a turn answered from the knowledge base, offered as
@@ -21,11 +24,11 @@
 //!   location label), through the province's region table; turns with no
 //!   known place count under 未知.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kb::listing::{Demand, DemandStatus};
 use kb::region::Regions;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::{Date, Month, Weekday};
 use webhooks::message::Rating;
 
@@ -229,19 +232,19 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Counts a turn that [`is_question`].
-    fn add(&mut self, turn: &TurnRecord) {
-        match turn.reply_kind.as_str() {
-            "answer" => self.answered += 1,
-            "suggest" => self.suggested += 1,
-            "abstain" => self.abstained += 1,
-            _ => return,
-        }
-        self.questions += 1;
-        match turn.feedback {
-            Some(Rating::Up) => self.rated_up += 1,
-            Some(Rating::Down) => self.rated_down += 1,
-            None => {}
+    /// Adds a cell's questions (ratings come separately).
+    fn add_cell(&mut self, cell: &Cell) {
+        self.answered += cell.answered;
+        self.suggested += cell.suggested;
+        self.abstained += cell.abstained;
+        self.questions += cell.answered + cell.suggested + cell.abstained;
+    }
+
+    /// Adds one rating of a question.
+    fn add_rating(&mut self, rating: Rating) {
+        match rating {
+            Rating::Up => self.rated_up += 1,
+            Rating::Down => self.rated_down += 1,
         }
     }
 
@@ -331,6 +334,112 @@ pub struct Report {
     pub top_unanswered: Vec<Ranked>,
 }
 
+/// The questions of one day from one channel and one place: everything a
+/// report needs of them except ratings, which come any time later.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The channel's stable name.
+    pub channel: String,
+    /// The city (市州), or [`UNKNOWN_REGION`].
+    pub city: String,
+    /// The county (县区), when the place named one.
+    pub county: Option<String>,
+    /// Answered from an entry.
+    pub answered: usize,
+    /// Offered "你是想问".
+    pub suggested: usize,
+    /// No authoritative answer.
+    pub abstained: usize,
+    /// Answers per entry id.
+    pub entries: BTreeMap<String, usize>,
+    /// Abstentions per question as asked (trimmed, non-empty).
+    pub unanswered: BTreeMap<String, usize>,
+    /// Who asked. Exact, so a week's distinct users are a union; its size
+    /// follows a day's distinct askers, not its turns.
+    pub users: BTreeSet<String>,
+}
+
+/// One day's questions, cut into [`Cell`]s: the day summary a report keeps
+/// in the turn log for days that are over, so a report of a finished week
+/// reads seven summaries instead of every turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayTally {
+    /// The China day, `YYYY-MM-DD`.
+    pub day: String,
+    /// One cell per (channel, city, county) that asked anything.
+    pub cells: Vec<Cell>,
+}
+
+/// The turn log's name for [`DayTally`] summaries. A change to what a
+/// tally holds changes this name, so old summaries are never read.
+const TALLY_KIND: &str = "report-day-v1";
+
+/// A China day is summarised only once this long after it ended, so a turn
+/// still on its way to the log (the writer's batch window, a retry) is not
+/// left out. A later write of that day deletes the summary anyway.
+const SETTLE: time::Duration = time::Duration::hours(1);
+
+impl DayTally {
+    /// One tally per day of `days`, in that order, of the questions among
+    /// `turns` asked on it.
+    pub fn of_days(days: &[String], turns: &[TurnRecord], regions: &Regions) -> Vec<Self> {
+        let mut by_day: HashMap<&str, Vec<&TurnRecord>> = HashMap::new();
+        for turn in turns {
+            by_day.entry(turn.day.as_str()).or_default().push(turn);
+        }
+        days.iter()
+            .map(|day| {
+                let turns = by_day.remove(day.as_str()).unwrap_or_default();
+                Self::count(day, turns, regions)
+            })
+            .collect()
+    }
+
+    /// Tallies the questions among `turns` that were asked on `day`.
+    pub fn count<'t>(
+        day: &str,
+        turns: impl IntoIterator<Item = &'t TurnRecord>,
+        regions: &Regions,
+    ) -> Self {
+        let mut cells: BTreeMap<(String, String, Option<String>), Cell> = BTreeMap::new();
+        for turn in turns {
+            if turn.day != day || !is_question(turn) {
+                continue;
+            }
+            let (city, county) = turn_place(turn, regions);
+            let cell = cells
+                .entry((turn.channel.clone(), city.clone(), county.clone()))
+                .or_insert_with(|| Cell {
+                    channel: turn.channel.clone(),
+                    city,
+                    county,
+                    ..Cell::default()
+                });
+            cell.users.insert(turn.user.clone());
+            match turn.reply_kind.as_str() {
+                "answer" => {
+                    cell.answered += 1;
+                    if let Some(entry_id) = turn.entry_ids.first() {
+                        *cell.entries.entry(entry_id.clone()).or_default() += 1;
+                    }
+                }
+                "suggest" => cell.suggested += 1,
+                _ => {
+                    cell.abstained += 1;
+                    let asked = turn.text.trim();
+                    if !asked.is_empty() {
+                        *cell.unanswered.entry(asked.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Self {
+            day: day.to_owned(),
+            cells: cells.into_values().collect(),
+        }
+    }
+}
+
 /// Where a turn's user was, as (city, county).
 fn turn_place(turn: &TurnRecord, regions: &Regions) -> (String, Option<String>) {
     match turn.region.as_deref().and_then(|label| regions.find(label)) {
@@ -410,10 +519,10 @@ fn top(counts: HashMap<String, (usize, Option<String>)>) -> Vec<Ranked> {
 }
 
 impl Report {
-    /// Builds the report from the period's turns and every demand (those
-    /// outside the period or the scope are skipped here). `entry_questions`
-    /// names answered entries by id; entries missing from it show their id.
-    pub fn build(
+    /// Builds the report from the turns themselves: every day tallied from
+    /// `turns`, ratings read from the same turns. The same numbers as
+    /// [`Report::gather`], which reads finished days from their summaries.
+    pub fn from_turns(
         period: Period,
         scope: Scope,
         turns: &[TurnRecord],
@@ -421,10 +530,39 @@ impl Report {
         entry_questions: &HashMap<String, String>,
         regions: &Regions,
     ) -> Self {
+        let tallies = DayTally::of_days(&period.days(), turns, regions);
+        Self::build(
+            period,
+            scope,
+            &tallies,
+            turns,
+            demands,
+            entry_questions,
+            regions,
+        )
+    }
+
+    /// Builds the report from the period's day tallies, its rated turns
+    /// (unrated ones are skipped) and every demand (those outside the
+    /// period or the scope are skipped here). `entry_questions` names
+    /// answered entries by id; entries missing from it show their id.
+    pub fn build(
+        period: Period,
+        scope: Scope,
+        tallies: &[DayTally],
+        rated: &[TurnRecord],
+        demands: &[Demand],
+        entry_questions: &HashMap<String, String>,
+        regions: &Regions,
+    ) -> Self {
         let days: Vec<String> = period.days();
         let in_period: HashSet<&str> = days.iter().map(String::as_str).collect();
+        let in_scope = |channel: &str, city: &str| {
+            scope.channel.as_deref().is_none_or(|c| c == channel)
+                && scope.city.as_deref().is_none_or(|c| c == city)
+        };
         let mut totals = Counts::default();
-        let mut users = HashSet::new();
+        let mut users: HashSet<&str> = HashSet::new();
         let mut per_day: HashMap<String, Tally> = HashMap::new();
         let mut by_channel: HashMap<String, Tally> = HashMap::new();
         let mut by_city: HashMap<String, Tally> = HashMap::new();
@@ -432,48 +570,63 @@ impl Report {
         let mut answered: HashMap<String, (usize, Option<String>)> = HashMap::new();
         let mut unanswered: HashMap<String, (usize, Option<String>)> = HashMap::new();
 
-        for turn in turns {
-            if !is_question(turn) || !in_period.contains(turn.day.as_str()) {
+        for tally in tallies {
+            if !in_period.contains(tally.day.as_str()) {
                 continue;
             }
-            if scope.channel.as_ref().is_some_and(|c| *c != turn.channel) {
-                continue;
-            }
-            let (city, county) = turn_place(turn, regions);
-            if scope.city.as_ref().is_some_and(|c| *c != city) {
-                continue;
-            }
-            totals.add(turn);
-            users.insert(turn.user.as_str());
-            per_day
-                .entry(turn.day.clone())
-                .or_default()
-                .counts
-                .add(turn);
-            by_channel
-                .entry(turn.channel.clone())
-                .or_default()
-                .counts
-                .add(turn);
-            by_county
-                .entry(county_name(&city, county.as_deref()))
-                .or_default()
-                .counts
-                .add(turn);
-            by_city.entry(city).or_default().counts.add(turn);
-            match (turn.reply_kind.as_str(), turn.entry_ids.first()) {
-                ("answer", Some(entry_id)) => {
+            for cell in &tally.cells {
+                if !in_scope(&cell.channel, &cell.city) {
+                    continue;
+                }
+                totals.add_cell(cell);
+                users.extend(cell.users.iter().map(String::as_str));
+                for slice in [
+                    per_day.entry(tally.day.clone()).or_default(),
+                    by_channel.entry(cell.channel.clone()).or_default(),
+                    by_county
+                        .entry(county_name(&cell.city, cell.county.as_deref()))
+                        .or_default(),
+                    by_city.entry(cell.city.clone()).or_default(),
+                ] {
+                    slice.counts.add_cell(cell);
+                }
+                for (entry_id, count) in &cell.entries {
                     let text = entry_questions
                         .get(entry_id)
                         .cloned()
                         .unwrap_or_else(|| entry_id.clone());
-                    let slot = answered.entry(text).or_insert((0, Some(entry_id.clone())));
-                    slot.0 += 1;
+                    answered
+                        .entry(text)
+                        .or_insert((0, Some(entry_id.clone())))
+                        .0 += count;
                 }
-                ("abstain", _) if !turn.text.trim().is_empty() => {
-                    unanswered.entry(turn.text.trim().to_owned()).or_default().0 += 1;
+                for (asked, count) in &cell.unanswered {
+                    unanswered.entry(asked.clone()).or_default().0 += count;
                 }
-                _ => {}
+            }
+        }
+
+        for turn in rated {
+            let Some(rating) = turn.feedback else {
+                continue;
+            };
+            if !is_question(turn) || !in_period.contains(turn.day.as_str()) {
+                continue;
+            }
+            let (city, county) = turn_place(turn, regions);
+            if !in_scope(&turn.channel, &city) {
+                continue;
+            }
+            totals.add_rating(rating);
+            for slice in [
+                per_day.entry(turn.day.clone()).or_default(),
+                by_channel.entry(turn.channel.clone()).or_default(),
+                by_county
+                    .entry(county_name(&city, county.as_deref()))
+                    .or_default(),
+                by_city.entry(city).or_default(),
+            ] {
+                slice.counts.add_rating(rating);
             }
         }
 
@@ -483,11 +636,8 @@ impl Report {
                 continue;
             }
             let channel = demand_channel(demand);
-            if scope.channel.as_ref().is_some_and(|c| *c != channel) {
-                continue;
-            }
             let (city, county) = demand_place(demand);
-            if scope.city.as_ref().is_some_and(|c| *c != city) {
+            if !in_scope(&channel, &city) {
                 continue;
             }
             let matched = usize::from(is_matched(demand));
@@ -536,28 +686,70 @@ impl Report {
         }
     }
 
-    /// Reads the period's turns and the demands from the engine's stores
-    /// and builds the report.
+    /// Reads the period from the engine's stores and builds the report.
+    ///
+    /// Days that ended more than [`SETTLE`] ago are read from their stored
+    /// [`DayTally`], tallied from their turns (and stored) the first time;
+    /// the rest are tallied from their turns on every call. Ratings and
+    /// demands are read live.
     pub async fn gather(
         engine: &crate::Engine,
         period: Period,
         scope: Scope,
     ) -> Result<Self, ReportError> {
         let store = |e: &dyn std::fmt::Display| ReportError::Store(e.to_string());
-        let turns = engine
-            .turns()
-            .on_days(period.days())
+        let log = engine.turns();
+        let days = period.days();
+        let settled_before = crate::china::date_text(
+            (time::OffsetDateTime::now_utc().to_offset(crate::china::CHINA) - SETTLE).date(),
+        );
+        let settled: Vec<String> = days
+            .iter()
+            .filter(|day| **day < settled_before)
+            .cloned()
+            .collect();
+        let mut tallies: Vec<DayTally> = log
+            .summaries(TALLY_KIND, &settled)
             .await
-            .map_err(|e| store(&e))?;
+            .map_err(|e| store(&e))?
+            .into_values()
+            .filter_map(|summary| {
+                serde_json::from_value::<DayTally>(serde_json::Value::Object(summary)).ok()
+            })
+            .collect();
+        let stored: HashSet<String> = tallies.iter().map(|t| t.day.clone()).collect();
+        let unstored: Vec<String> = days
+            .iter()
+            .filter(|day| !stored.contains(*day))
+            .cloned()
+            .collect();
+        let turns = log.on_days(unstored.clone()).await.map_err(|e| store(&e))?;
+        // A year of turns is seconds of counting: off the async runtime.
+        let fresh = tokio::task::spawn_blocking(move || {
+            DayTally::of_days(&unstored, &turns, Regions::builtin())
+        })
+        .await
+        .map_err(|e| store(&e))?;
+        for tally in &fresh {
+            if tally.day < settled_before {
+                let summary = kb::store::to_payload(tally);
+                log.save_summary(TALLY_KIND, &tally.day, summary)
+                    .await
+                    .map_err(|e| store(&e))?;
+            }
+        }
+        tallies.extend(fresh);
+
+        let rated = log.rated_on_days(days).await.map_err(|e| store(&e))?;
         let demands = engine
             .listings()
             .demands(None, None)
             .await
             .map_err(|e| store(&e))?;
-        let answered: HashSet<&str> = turns
+        let answered: BTreeSet<&str> = tallies
             .iter()
-            .filter(|turn| turn.reply_kind == "answer")
-            .filter_map(|turn| turn.entry_ids.first().map(String::as_str))
+            .flat_map(|tally| &tally.cells)
+            .flat_map(|cell| cell.entries.keys().map(String::as_str))
             .collect();
         let mut entry_questions = HashMap::new();
         for entry_id in answered {
@@ -573,12 +765,12 @@ impl Report {
                 entry_questions.insert(entry_id.to_owned(), entry.content.question);
             }
         }
-        // A year of turns is seconds of counting: off the async runtime.
         tokio::task::spawn_blocking(move || {
             Self::build(
                 period,
                 scope,
-                &turns,
+                &tallies,
+                &rated,
                 &demands,
                 &entry_questions,
                 Regions::builtin(),
@@ -935,7 +1127,7 @@ mod tests {
             turn("2026-11-23", "web", "answer", None),
         ];
         let names = HashMap::from([("e1".to_owned(), "马铃薯晚疫病怎么防治".to_owned())]);
-        let report = Report::build(
+        let report = Report::from_turns(
             period("2026-11-16", "2026-11-22"),
             Scope::default(),
             &turns,
@@ -960,7 +1152,7 @@ mod tests {
         assert_eq!(report.top_questions[0].text, "马铃薯晚疫病怎么防治");
         assert_eq!(report.top_unanswered[0].count, 1);
 
-        let wechat_only = Report::build(
+        let wechat_only = Report::from_turns(
             period("2026-11-16", "2026-11-22"),
             Scope {
                 channel: Some("web".into()),
@@ -978,7 +1170,7 @@ mod tests {
     #[test]
     fn csv_has_one_line_per_slice_and_the_chart_one_bar_stack_per_day() {
         let turns = vec![turn("2026-11-16", "web", "answer", None)];
-        let report = Report::build(
+        let report = Report::from_turns(
             period("2026-11-16", "2026-11-18"),
             Scope::default(),
             &turns,

@@ -12,6 +12,14 @@
 //! [`BATCH_WINDOW`] in one durable upsert. A crash can therefore lose the
 //! last [`BATCH_WINDOW`] of turns, never a knowledge-base change. Anything
 //! that reads a turn back (feedback, "通知我") first flushes the writer.
+//!
+//! Readers that count whole days (reports) may keep a *day summary* here:
+//! an opaque payload per (kind, China day) in the collection
+//! `turn_day_summaries`. The log keeps them honest: a write of a turn whose
+//! day is already over (a batch that crossed midnight, a backfill) deletes
+//! that day's summaries, so a reader never trusts a summary older than the
+//! day's last turn. Rewriting a turn in place ([`TurnLog::update`], for a
+//! rating or "通知我") does not: summaries must not hold those fields.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +31,7 @@ use uuid::Uuid;
 use webhooks::message::Rating;
 
 const TURNS: &str = "turns";
+const SUMMARIES: &str = "turn_day_summaries";
 /// How long the writer waits to gather a batch.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 /// The most turns in one write.
@@ -120,7 +129,51 @@ fn spec() -> CollectionSpec {
             "feedback",
         ],
         integer_fields: vec!["at"],
+        datetime_fields: Vec::new(),
     }
+}
+
+fn summaries_spec() -> CollectionSpec {
+    CollectionSpec {
+        name: SUMMARIES.into(),
+        dense_dim: None,
+        lexical: false,
+        keyword_fields: vec!["kind", "day"],
+        integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
+    }
+}
+
+/// The one point a (kind, day) summary lives at, so saving twice replaces.
+fn summary_id(kind: &str, day: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("wenke:{kind}:{day}").as_bytes(),
+    )
+}
+
+/// Deletes the summaries of the days among `days` that are over (before
+/// today in China): their turns just changed.
+async fn forget_finished_days(
+    store: &dyn PointStore,
+    days: impl IntoIterator<Item = String>,
+) -> Result<(), StoreError> {
+    let today = crate::china::date_text(crate::china::today());
+    let mut finished: Vec<String> = days.into_iter().filter(|day| *day < today).collect();
+    if finished.is_empty() {
+        return Ok(());
+    }
+    finished.sort();
+    finished.dedup();
+    store
+        .delete_matching(
+            SUMMARIES,
+            Filter::must(Condition::KeywordIn {
+                field: "day",
+                values: finished,
+            }),
+        )
+        .await
 }
 
 fn point(record: &TurnRecord) -> Option<NewPoint> {
@@ -141,6 +194,7 @@ impl TurnLog {
     /// Tokio runtime.
     pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, TurnLogError> {
         store.ensure_collection(&spec()).await?;
+        store.ensure_collection(&summaries_spec()).await?;
         let (sender, receiver) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(Arc::clone(&store), receiver));
         Ok(Self { store, sender })
@@ -272,6 +326,88 @@ impl TurnLog {
         Ok(found)
     }
 
+    /// The rated turns (👍 or 👎) of the given China days, after a flush,
+    /// in time order. Ratings arrive any time after a turn, so readers
+    /// that summarise days read them here, live.
+    pub async fn rated_on_days(&self, days: Vec<String>) -> Result<Vec<TurnRecord>, TurnLogError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.scan(
+            Filter::must(Condition::KeywordIn {
+                field: "day",
+                values: days,
+            })
+            .and(Condition::KeywordIn {
+                field: "feedback",
+                values: vec!["up".into(), "down".into()],
+            }),
+        )
+        .await
+    }
+
+    /// The stored summaries of `kind` for the given days, by day, after a
+    /// flush (so a queued late turn has already deleted what it outdates).
+    /// Days without one are absent.
+    pub async fn summaries(
+        &self,
+        kind: &str,
+        days: &[String],
+    ) -> Result<
+        std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+        TurnLogError,
+    > {
+        if days.is_empty() {
+            return Ok(Default::default());
+        }
+        self.flush().await?;
+        let ids = days.iter().map(|day| summary_id(kind, day)).collect();
+        let records = self.store.get(SUMMARIES, ids).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|record| {
+                let day = record.payload.get("day")?.as_str()?.to_owned();
+                let body = record.payload.get("summary")?.as_object()?.clone();
+                Some((day, body))
+            })
+            .collect())
+    }
+
+    /// Stores the summary of `kind` for a day that is over, replacing any
+    /// earlier one. A summary of today or later is refused silently: the
+    /// day's turns are still coming.
+    pub async fn save_summary(
+        &self,
+        kind: &str,
+        day: &str,
+        summary: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), TurnLogError> {
+        if *day >= *crate::china::date_text(crate::china::today()) {
+            return Ok(());
+        }
+        let mut payload = serde_json::Map::new();
+        payload.insert("kind".into(), kind.into());
+        payload.insert("day".into(), day.into());
+        payload.insert("summary".into(), summary.into());
+        let point = NewPoint {
+            id: summary_id(kind, day),
+            dense: None,
+            lexical: None,
+            payload,
+        };
+        self.store.upsert(SUMMARIES, vec![point]).await?;
+        Ok(())
+    }
+
+    /// Deletes the summaries of the finished days among `days`. For tools
+    /// that write turns into the log's collection directly (the console
+    /// benchmark); turns written through [`TurnLog::record`] do this
+    /// themselves.
+    pub async fn forget_summaries(&self, days: Vec<String>) -> Result<(), TurnLogError> {
+        forget_finished_days(self.store.as_ref(), days).await?;
+        Ok(())
+    }
+
     async fn scan(&self, filter: Filter) -> Result<Vec<TurnRecord>, TurnLogError> {
         self.flush().await?;
         let records = kb::store::scroll_all(self.store.as_ref(), TURNS, filter).await?;
@@ -296,13 +432,19 @@ impl TurnLog {
 async fn write_batches(store: Arc<dyn PointStore>, mut receiver: mpsc::Receiver<Command>) {
     while let Some(first) = receiver.recv().await {
         let mut batch: Vec<NewPoint> = Vec::new();
+        let mut days: Vec<String> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Write(record) => match point(&record) {
-                    Some(point) => batch.push(point),
+                    Some(point) => {
+                        batch.push(point);
+                        if days.last() != Some(&record.day) {
+                            days.push(record.day.clone());
+                        }
+                    }
                     None => {
                         tracing::error!(turn = record.turn_id, "turn id is not a UUID; dropped")
                     }
@@ -324,7 +466,12 @@ async fn write_batches(store: Arc<dyn PointStore>, mut receiver: mpsc::Receiver<
         let result = if batch.is_empty() {
             Ok(())
         } else {
-            store.upsert(TURNS, batch).await.map_err(|e| e.to_string())
+            match store.upsert(TURNS, batch).await {
+                Ok(()) => forget_finished_days(store.as_ref(), days)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
         if let Err(message) = &result {
             tracing::error!(%message, "writing turns failed");

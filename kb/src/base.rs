@@ -35,13 +35,21 @@ use crate::import::ParsedRow;
 use crate::lexical;
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
-    CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
-    Record, SearchRequest, StoreError, scroll_all, to_payload,
+    CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
+    QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
 };
 use crate::text::{AnalyzedQuery, Analyzer};
 use crate::workflow::{self, Action, Revision, WorkflowError};
 
 const ENTRIES: &str = "entries";
+/// The entries' payload field of [`search_terms`], for the editors' list search.
+const SEARCH_TERMS: &str = "search_terms";
+/// Marks entry points whose [`SEARCH_TERMS`] follow the current rule, so
+/// opening an older data directory knows which points to rewrite.
+const TERMS_VERSION: &str = "search_terms_version";
+const CURRENT_TERMS_VERSION: &str = "1";
+/// The most needle terms one list search filters on.
+const MAX_NEEDLE_TERMS: usize = 16;
 const REVISIONS: &str = "revisions";
 const JOURNAL: &str = "journal";
 const INDEX_ALIAS: &str = "index";
@@ -73,6 +81,9 @@ pub enum KbError {
     /// An editorial rule was broken.
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
+    /// A list filter is malformed.
+    #[error("{0}")]
+    BadFilter(String),
     /// No such entry.
     #[error("no entry {0}")]
     NotFound(String),
@@ -300,8 +311,11 @@ fn entries_spec() -> CollectionSpec {
             "regions",
             "external_key",
             "author",
+            SEARCH_TERMS,
+            TERMS_VERSION,
         ],
         integer_fields: Vec::new(),
+        datetime_fields: vec!["updated_at", "review_by"],
     }
 }
 
@@ -312,6 +326,7 @@ fn revisions_spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["entry_id"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 
@@ -322,6 +337,7 @@ fn journal_spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: Vec::new(),
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 
@@ -340,6 +356,7 @@ fn index_spec(name: String, dim: usize) -> CollectionSpec {
             "kind",
         ],
         integer_fields: vec!["months"],
+        datetime_fields: Vec::new(),
     }
 }
 
@@ -410,6 +427,101 @@ fn from_record<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// The texts an editor's list search looks in, normalised.
+fn searchable_texts(content: &EntryContent) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(&content.question)
+        .chain(&content.alt_questions)
+        .chain(&content.tags)
+        .chain(&content.crops)
+        .map(|text| crate::text::normalise(text))
+}
+
+/// Every character and every pair of neighbouring characters of the
+/// entry's searchable texts: a keyword-indexed field that finds the
+/// entries containing a needle without reading the others (Chinese has no
+/// spaces to split words on, and an editor searches for any substring).
+fn search_terms(content: &EntryContent) -> Vec<String> {
+    let mut terms = BTreeSet::new();
+    for text in searchable_texts(content) {
+        let chars: Vec<char> = text.chars().collect();
+        terms.extend(chars.iter().map(char::to_string));
+        terms.extend(chars.windows(2).map(|pair| pair.iter().collect::<String>()));
+    }
+    terms.into_iter().collect()
+}
+
+/// The terms an entry must hold to contain `needle` (normalised): the
+/// needle itself when it is one character, else its character pairs, at
+/// most [`MAX_NEEDLE_TERMS`]. Every entry containing the needle holds them
+/// all; for needles of one or two characters the converse holds too.
+fn needle_terms(needle: &str) -> Vec<String> {
+    let chars: Vec<char> = needle.chars().collect();
+    if chars.len() == 1 {
+        return vec![needle.to_owned()];
+    }
+    let mut terms: Vec<String> = chars
+        .windows(2)
+        .map(|pair| pair.iter().collect::<String>())
+        .collect();
+    terms.sort();
+    terms.dedup();
+    terms.truncate(MAX_NEEDLE_TERMS);
+    terms
+}
+
+/// The stored point of an entry: the entry and its search terms.
+fn entry_point(entry: &Entry) -> NewPoint {
+    let mut payload = to_payload(entry);
+    payload.insert(SEARCH_TERMS.into(), search_terms(&entry.content).into());
+    payload.insert(TERMS_VERSION.into(), CURRENT_TERMS_VERSION.into());
+    NewPoint {
+        id: entry.id.0,
+        dense: None,
+        lexical: None,
+        payload,
+    }
+}
+
+/// The store filter of a list filter.
+fn list_store_filter(filter: &ListFilter) -> Result<Filter, KbError> {
+    let mut store_filter = Filter::default();
+    if let Some(status) = filter.status {
+        store_filter = store_filter.and(Condition::keyword("status", status.as_str()));
+    }
+    if let Some(category) = filter.category {
+        store_filter = store_filter.and(Condition::keyword("category", category.name()));
+    }
+    if let Some(crop) = &filter.crop {
+        store_filter = store_filter.and(Condition::keyword("crops", crop.clone()));
+    }
+    if let Some(region) = &filter.region {
+        store_filter = store_filter.and(Condition::keyword("regions", region.clone()));
+    }
+    if let Some(before) = &filter.stale_before {
+        let day = time::Date::parse(
+            before,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .map_err(|_| KbError::BadFilter(format!("复审日期应为 YYYY-MM-DD：{before}")))?;
+        store_filter = store_filter.and(Condition::Before {
+            field: "review_by",
+            moment: day.midnight().assume_utc(),
+        });
+    }
+    Ok(store_filter)
+}
+
+/// One page of the editors' entry list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryPage {
+    /// The newest changed entries first, at most the page's limit.
+    pub entries: Vec<Entry>,
+    /// How many entries the filter accepts. With a search text of three or
+    /// more characters, an upper bound: entries holding every pair of its
+    /// characters, not necessarily in a row.
+    pub total: usize,
+}
+
 impl KnowledgeBase {
     /// Opens the knowledge base on a store: creates missing collections,
     /// finishes any change a crash interrupted, and builds the search index
@@ -433,6 +545,7 @@ impl KnowledgeBase {
             generation: AtomicU64::new(0),
         };
         kb.recover().await?;
+        kb.backfill_search_terms().await?;
         let current = kb.store.resolve_alias(INDEX_ALIAS).await?;
         let wanted_prefix = kb.index_prefix();
         match current {
@@ -454,6 +567,30 @@ impl KnowledgeBase {
             }
         }
         Ok(kb)
+    }
+
+    /// Rewrites the entry points written before their search terms were
+    /// (a data directory from an older version); on a current one this is
+    /// one indexed count.
+    async fn backfill_search_terms(&self) -> Result<(), KbError> {
+        let outdated = Filter {
+            must: Vec::new(),
+            must_not: vec![Condition::keyword(TERMS_VERSION, CURRENT_TERMS_VERSION)],
+        };
+        if self.store.count(ENTRIES, outdated.clone()).await? == 0 {
+            return Ok(());
+        }
+        let records = scroll_all(self.store.as_ref(), ENTRIES, outdated).await?;
+        tracing::info!(entries = records.len(), "adding search terms to entries");
+        for chunk in records.chunks(256) {
+            let points = chunk
+                .iter()
+                .cloned()
+                .map(|record| from_record::<Entry>(ENTRIES, record).map(|e| entry_point(&e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.store.upsert(ENTRIES, points).await?;
+        }
+        Ok(())
     }
 
     fn index_prefix(&self) -> String {
@@ -590,35 +727,58 @@ impl KnowledgeBase {
 
     /// Entries matching the filter, sorted by last change, newest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Entry>, KbError> {
-        let mut store_filter = Filter::default();
-        if let Some(status) = filter.status {
-            store_filter = store_filter.and(Condition::keyword("status", status.as_str()));
-        }
-        if let Some(category) = filter.category {
-            store_filter = store_filter.and(Condition::keyword("category", category.name()));
-        }
-        if let Some(crop) = &filter.crop {
-            store_filter = store_filter.and(Condition::keyword("crops", crop.clone()));
-        }
-        if let Some(region) = &filter.region {
-            store_filter = store_filter.and(Condition::keyword("regions", region.clone()));
-        }
+        let store_filter = list_store_filter(filter)?;
         let mut entries = scroll_all(self.store.as_ref(), ENTRIES, store_filter)
             .await?
             .into_iter()
             .map(|record| from_record::<Entry>(ENTRIES, record))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(before) = &filter.stale_before {
-            // Dates are `YYYY-MM-DD`, so string order is date order.
-            entries.retain(|e| {
-                e.content
-                    .review_by
-                    .as_deref()
-                    .is_some_and(|d| d < before.as_str())
-            });
-        }
         entries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.id.cmp(&b.id)));
         Ok(entries)
+    }
+
+    /// The newest changed `limit` entries the filter accepts whose
+    /// question, phrasings, tags or crops contain `search` (after
+    /// normalisation; blank for all), and how many there are. Reads only
+    /// the page, whatever the size of the knowledge base.
+    pub async fn list_page(
+        &self,
+        filter: &ListFilter,
+        search: &str,
+        limit: usize,
+    ) -> Result<EntryPage, KbError> {
+        let mut store_filter = list_store_filter(filter)?;
+        let needle = crate::text::normalise(search);
+        for term in needle_terms(&needle) {
+            store_filter = store_filter.and(Condition::keyword(SEARCH_TERMS, term));
+        }
+        let total = self.store.count(ENTRIES, store_filter.clone()).await?;
+        let newest = Order {
+            field: "updated_at",
+            descending: true,
+        };
+        // Terms only narrow a long needle down; some candidates may hold
+        // its pairs apart. Read a few more than a page to fill it anyway.
+        let candidates = if needle.chars().count() > 2 {
+            limit.saturating_mul(2)
+        } else {
+            limit
+        };
+        let records = self
+            .store
+            .first_by(ENTRIES, store_filter, newest, candidates)
+            .await?;
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            let entry: Entry = from_record(ENTRIES, record)?;
+            if needle.is_empty() || searchable_texts(&entry.content).any(|t| t.contains(&needle)) {
+                entries.push(entry);
+            }
+            if entries.len() == limit {
+                break;
+            }
+        }
+        Ok(EntryPage { entries, total })
     }
 
     /// Up to `limit` other published entries about the same crops as
@@ -907,16 +1067,7 @@ impl KnowledgeBase {
             })
             .collect();
         self.store.upsert(REVISIONS, revision_points).await?;
-        let entry_points = journal
-            .entries
-            .iter()
-            .map(|entry| NewPoint {
-                id: entry.id.0,
-                dense: None,
-                lexical: None,
-                payload: to_payload(entry),
-            })
-            .collect();
+        let entry_points = journal.entries.iter().map(entry_point).collect();
         self.store.upsert(ENTRIES, entry_points).await?;
         // New points first, stale ones after: a published entry being edited
         // stays findable throughout.
@@ -973,16 +1124,7 @@ impl KnowledgeBase {
             })
             .collect();
         self.store.upsert(REVISIONS, revision_points).await?;
-        let entry_points = journal
-            .entries
-            .iter()
-            .map(|entry| NewPoint {
-                id: entry.id.0,
-                dense: None,
-                lexical: None,
-                payload: to_payload(entry),
-            })
-            .collect();
+        let entry_points = journal.entries.iter().map(entry_point).collect();
         self.store.upsert(ENTRIES, entry_points).await?;
         Ok(())
     }

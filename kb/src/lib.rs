@@ -27,7 +27,7 @@ pub mod text;
 pub mod workflow;
 
 pub use base::{
-    Decision, Evidence, ImportOptions, ImportReport, KbError, KnowledgeBase, ListFilter,
+    Decision, EntryPage, Evidence, ImportOptions, ImportReport, KbError, KnowledgeBase, ListFilter,
     PhrasingKind, PublishedEntry, SearchFilter, SearchHit, SearchOutcome, TopicVocabulary,
 };
 pub use retrieval::Calibration;

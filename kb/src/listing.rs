@@ -606,6 +606,7 @@ fn demands_spec(dimension: usize) -> CollectionSpec {
             "external_key",
         ],
         integer_fields: vec!["year"],
+        datetime_fields: Vec::new(),
     }
 }
 
@@ -616,6 +617,7 @@ fn capabilities_spec(dimension: usize) -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["number", "fields", "region", "external_key"],
         integer_fields: vec!["year"],
+        datetime_fields: Vec::new(),
     }
 }
 

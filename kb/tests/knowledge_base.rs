@@ -557,3 +557,135 @@ fn a_kill_9_during_import_leaves_no_half_written_entry() {
         });
     }
 }
+
+/// What the editors' list search must find: the entries whose question,
+/// phrasings, tags or crops contain the needle after normalisation.
+fn containing(entries: &[kb::entry::Entry], needle: &str) -> std::collections::BTreeSet<String> {
+    let needle = kb::text::normalise(needle);
+    entries
+        .iter()
+        .filter(|e| {
+            let c = &e.content;
+            std::iter::once(&c.question)
+                .chain(&c.alt_questions)
+                .chain(&c.tags)
+                .chain(&c.crops)
+                .any(|t| kb::text::normalise(t).contains(&needle))
+        })
+        .map(|e| e.id.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editors_list_reads_one_page_searches_substrings_and_filters_in_the_store() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(Arc::clone(&store)).await;
+        let all = kb.list(&ListFilter::default()).await.expect("list");
+
+        // Newest changes first, only the page read, the total counted.
+        let page = kb
+            .list_page(&ListFilter::default(), "", 3)
+            .await
+            .expect("page");
+        assert_eq!(page.total, all.len(), "{name}");
+        let times: Vec<_> = page.entries.iter().map(|e| e.updated_at).collect();
+        let newest: Vec<_> = all.iter().take(3).map(|e| e.updated_at).collect();
+        assert_eq!(times, newest, "{name}");
+
+        // Substrings of one, two and more characters, in either script.
+        for needle in [
+            "稻",
+            "晚疫",
+            "马铃薯晚疫病",
+            "馬鈴薯",
+            "叶子发黑",
+            "黄龙病",
+            "航天飞机",
+        ] {
+            let found: std::collections::BTreeSet<String> = kb
+                .list_page(&ListFilter::default(), needle, 100)
+                .await
+                .expect("search")
+                .entries
+                .iter()
+                .map(|e| e.id.to_string())
+                .collect();
+            assert_eq!(found, containing(&all, needle), "{name}: {needle}");
+        }
+        assert!(
+            !containing(&all, "晚疫").is_empty(),
+            "the fixture has blight"
+        );
+
+        // Filters combine with the search, and review dates are compared
+        // in the store.
+        let mut overdue = all[0].content.clone();
+        overdue.external_key = None;
+        overdue.question = "复审过期的草稿条目".into();
+        overdue.review_by = Some("2020-01-01".into());
+        let draft = kb.create(overdue, "编辑甲").await.expect("draft");
+        let drafts = ListFilter {
+            status: Some(Status::Draft),
+            ..Default::default()
+        };
+        let page = kb.list_page(&drafts, "草稿", 10).await.expect("drafts");
+        assert_eq!(page.total, 1, "{name}");
+        assert_eq!(page.entries[0].id, draft.id);
+        assert!(
+            kb.list_page(&drafts, "晚疫", 10)
+                .await
+                .expect("drafts")
+                .entries
+                .is_empty(),
+            "{name}: published entries are not drafts"
+        );
+        let stale = ListFilter {
+            stale_before: Some("2026-12-02".into()),
+            ..Default::default()
+        };
+        let page = kb.list_page(&stale, "", 10).await.expect("stale");
+        assert_eq!(
+            page.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![draft.id],
+            "{name}"
+        );
+        let bad = ListFilter {
+            stale_before: Some("昨天".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            kb.list_page(&bad, "", 10).await,
+            Err(KbError::BadFilter(_))
+        ));
+
+        // An entry stored before search terms existed is found once the
+        // knowledge base is opened again.
+        let old = all[0].clone();
+        store
+            .upsert(
+                "entries",
+                vec![kb::store::NewPoint {
+                    id: old.id.0,
+                    dense: None,
+                    lexical: None,
+                    payload: kb::store::to_payload(&old),
+                }],
+            )
+            .await
+            .expect("old-style point");
+        drop(kb);
+        let reopened = open(Arc::clone(&store)).await;
+        let needle: String = old.content.question.chars().take(4).collect();
+        let found = reopened
+            .list_page(&ListFilter::default(), &needle, 100)
+            .await
+            .expect("search");
+        assert!(
+            found.entries.iter().any(|e| e.id == old.id),
+            "{name}: {needle}"
+        );
+        // The store goes before its directory does.
+        drop(reopened);
+        drop(store);
+    }
+}

@@ -9,8 +9,8 @@ use kb::lexical::{SparseVector, document_vector, query_vector};
 use kb::store::edge::EdgeStore;
 use kb::store::server::{ServerConfig, ServerStore};
 use kb::store::{
-    CollectionSpec, Condition, Exactness, Filter, NewPoint, Payload, PointStore, QueryVector,
-    SearchRequest, scroll_all,
+    CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
+    QueryVector, SearchRequest, scroll_all,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -22,6 +22,7 @@ fn spec(name: &str) -> CollectionSpec {
         lexical: true,
         keyword_fields: vec!["colour", "tags"],
         integer_fields: vec!["months"],
+        datetime_fields: vec!["changed", "due"],
     }
 }
 
@@ -59,19 +60,22 @@ async fn suite(store: Arc<dyn PointStore>) {
                     1,
                     [1.0, 0.0, 0.0, 0.0],
                     &["马铃薯", "晚疫病"],
-                    json!({"colour": "red", "tags": ["a", "b"], "months": [5, 6]}),
+                    json!({"colour": "red", "tags": ["a", "b"], "months": [5, 6],
+                        "changed": "2026-11-20T08:00:00Z", "due": "2026-12-01"}),
                 ),
                 point(
                     2,
                     [0.9, 0.1, 0.0, 0.0],
                     &["马铃薯", "储藏"],
-                    json!({"colour": "red", "tags": ["b"], "months": [10]}),
+                    json!({"colour": "red", "tags": ["b"], "months": [10],
+                        "changed": "2026-11-21T08:00:00+08:00", "due": "2027-01-01"}),
                 ),
                 point(
                     3,
                     [0.0, 1.0, 0.0, 0.0],
                     &["水稻", "稻瘟病"],
-                    json!({"colour": "blue", "tags": [], "months": [6, 7]}),
+                    json!({"colour": "blue", "tags": [], "months": [6, 7],
+                        "changed": "2026-11-22T00:00:00Z"}),
                 ),
                 point(
                     4,
@@ -114,6 +118,49 @@ async fn suite(store: Arc<dyn PointStore>) {
     };
     assert_eq!(store.count(c, not_red).await.expect("count"), 2);
     assert_eq!(store.count(c, Filter::default()).await.expect("count"), 4);
+
+    // Datetime order and bounds: newest first, points without the field
+    // skipped; dates and RFC 3339 times compare as moments.
+    let newest = Order {
+        field: "changed",
+        descending: true,
+    };
+    let first = store
+        .first_by(c, Filter::default(), newest, 2)
+        .await
+        .expect("first_by");
+    assert_eq!(
+        first.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(3), Uuid::from_u128(2)]
+    );
+    let oldest_red = store
+        .first_by(
+            c,
+            red.clone(),
+            Order {
+                field: "changed",
+                descending: false,
+            },
+            10,
+        )
+        .await
+        .expect("first_by");
+    assert_eq!(
+        oldest_red.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(1), Uuid::from_u128(2)]
+    );
+    let overdue = Filter::must(Condition::Before {
+        field: "due",
+        moment: time::macros::datetime!(2026-12-02 00:00 UTC),
+    });
+    let overdue: Vec<Uuid> = store
+        .first_by(c, overdue, newest, 10)
+        .await
+        .expect("before")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(overdue, vec![Uuid::from_u128(1)]);
 
     // Scrolling pages through everything exactly once.
     let (page, next) = store
@@ -235,6 +282,7 @@ async fn suite(store: Arc<dyn PointStore>) {
         lexical: false,
         keyword_fields: vec!["key"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     };
     store.ensure_collection(&records).await.expect("records");
     store

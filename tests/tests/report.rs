@@ -271,3 +271,81 @@ async fn the_weekly_report_counts_what_the_turn_log_holds() -> anyhow::Result<()
     assert_eq!(status, 400, "a reversed period is refused");
     Ok(())
 }
+
+/// Everything of a report but the names of answered entries, which only
+/// [`Report::gather`] looks up.
+fn numbers(report: &Report) -> impl PartialEq + std::fmt::Debug + '_ {
+    let top: Vec<(usize, Option<&str>)> = report
+        .top_questions
+        .iter()
+        .map(|q| (q.count, q.entry_id.as_deref()))
+        .collect();
+    (
+        report.totals,
+        report.users,
+        &report.per_day,
+        &report.by_channel,
+        &report.by_city,
+        &report.by_county,
+        &report.top_unanswered,
+        top,
+    )
+}
+
+/// The week's report counted from every turn in the log, without tallies.
+async fn from_log(engine: &bot::Engine, week: Period) -> anyhow::Result<Report> {
+    let turns = engine.turns().find(&[]).await?;
+    Ok(Report::from_turns(
+        week,
+        Scope::default(),
+        &turns,
+        &[],
+        &Default::default(),
+        kb::region::Regions::builtin(),
+    ))
+}
+
+/// Finished days are read from their stored tallies; a turn or a rating
+/// that reaches the log later must still count, and the stored path must
+/// give what the turns themselves give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day_tallies_give_the_turns_numbers_and_follow_late_turns_and_ratings() -> anyhow::Result<()>
+{
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let week = Period::iso_week("2026-W47")?;
+    let monday = datetime!(2026-11-16 10:00 +8);
+    let farmer = UserKey::new(Channel::Wechat, "o-late-farmer");
+    let text = |text: &str| Content::Text { text: text.into() };
+    for asked in ["水稻稻瘟病怎么防治", "月亮上为什么有那么多环形山"] {
+        say(&engine, &farmer, text(asked), monday).await?;
+    }
+
+    // The first report tallies the week's days and stores them; the second
+    // reads them back.
+    let first = Report::gather(&engine, week, Scope::default()).await?;
+    let again = Report::gather(&engine, week, Scope::default()).await?;
+    let direct = from_log(&engine, week).await?;
+    assert_eq!(numbers(&first), numbers(&direct));
+    assert_eq!(numbers(&again), numbers(&direct));
+    assert_eq!(first.totals.questions, 2);
+
+    // A question logged late for Tuesday, after Tuesday's tally was stored.
+    let tuesday = datetime!(2026-11-17 08:00 +8);
+    let reply = say(&engine, &farmer, text("水稻稻瘟病怎么防治"), tuesday).await?;
+    assert!(reply.feedback, "the fixture answers it");
+    let later = Report::gather(&engine, week, Scope::default()).await?;
+    assert_eq!(later.totals.questions, 3);
+    assert_eq!(later.per_day[1].counts.questions, 1);
+
+    // A rating of a finished day's answer: ratings are read live.
+    engine
+        .feedback(&farmer, &reply.turn_id, Rating::Down)
+        .await?;
+    let rated = Report::gather(&engine, week, Scope::default()).await?;
+    assert_eq!(rated.totals.rated_down, 1);
+    assert_eq!(rated.per_day[1].counts.rated_down, 1);
+    let direct = from_log(&engine, week).await?;
+    assert_eq!(numbers(&rated), numbers(&direct));
+    Ok(())
+}

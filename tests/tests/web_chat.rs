@@ -175,6 +175,20 @@ async fn the_http_api_answers_and_reports_health() -> anyhow::Result<()> {
         .await?;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["store"], "embedded");
+    let ready = client.get(format!("http://{addr}/readyz")).send().await?;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready
+            .headers()
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    let ready: serde_json::Value = ready.json().await?;
+    assert_eq!(
+        (&ready["status"], &ready["points"], &ready["sessions"]),
+        (&"ready".into(), &"ok".into(), &"ok".into())
+    );
 
     let response = client
         .post(format!("http://{addr}/api/chat"))

@@ -180,6 +180,7 @@ impl AccountStore {
                 lexical: false,
                 keyword_fields: vec!["username"],
                 integer_fields: Vec::new(),
+                datetime_fields: Vec::new(),
             })
             .await?;
         Ok(Self { store })

@@ -108,24 +108,15 @@ pub(super) async fn list(
         region: Some(query.region.trim().to_owned()).filter(|r| !r.is_empty()),
         stale_before: (!query.stale.is_empty()).then(|| today.clone()),
     };
-    let mut entries = console.engine.kb().list(&filter).await?;
-    let needle = query.q.trim();
-    if !needle.is_empty() {
-        entries.retain(|entry| {
-            entry.content.question.contains(needle)
-                || entry
-                    .content
-                    .alt_questions
-                    .iter()
-                    .any(|q| q.contains(needle))
-                || entry.content.answer.contains(needle)
-        });
-    }
-    entries.sort_by_key(|entry| std::cmp::Reverse(entry.updated_at));
-    let total = entries.len();
-    let shown: Vec<serde_json::Value> = entries
+    let page = console
+        .engine
+        .kb()
+        .list_page(&filter, &query.q, LIST_LIMIT)
+        .await?;
+    let total = page.total;
+    let shown: Vec<serde_json::Value> = page
+        .entries
         .iter()
-        .take(LIST_LIMIT)
         .map(|entry| summary(entry, &today))
         .collect();
     let counts: Vec<serde_json::Value> = console

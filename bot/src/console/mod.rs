@@ -144,6 +144,7 @@ impl From<kb::KbError> for ConsoleError {
         match error {
             kb::KbError::Workflow(error) => Self::Conflict(error.to_string()),
             kb::KbError::NotFound(id) => Self::NotFound(format!("没有条目 {id}")),
+            kb::KbError::BadFilter(message) => Self::BadRequest(message),
             other => Self::Unavailable(other.to_string()),
         }
     }

@@ -61,6 +61,7 @@ fn links_spec() -> CollectionSpec {
         lexical: false,
         keyword_fields: vec!["entry_id", "status", "group"],
         integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
     }
 }
 

@@ -22,18 +22,18 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use qdrant_edge::{
-    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard,
+    CountRequest, CreateIndex, DateTimeWrapper, Direction, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
-    JsonPath, Match, Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery,
-    ScrollRequest, SearchParams, UpdateOperation, Vector, VectorInternal, Vectors,
-    WithPayloadInterface, WithVector,
+    JsonPath, Match, Modifier, NamedQuery, OrderBy, OrderByInterface, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
+    QueryRequest, Range, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, Vector,
+    VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, PointStore,
+    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, PointStore,
     QueryVector, Record, SearchRequest, StoreError,
 };
 
@@ -317,6 +317,11 @@ fn create_indexes(shard: &EdgeShard, spec: &CollectionSpec) -> Result<(), StoreE
             spec.integer_fields
                 .iter()
                 .map(|f| (*f, PayloadSchemaType::Integer)),
+        )
+        .chain(
+            spec.datetime_fields
+                .iter()
+                .map(|f| (*f, PayloadSchemaType::Datetime)),
         );
     for (field, schema) in fields {
         shard
@@ -350,18 +355,26 @@ fn edge_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, StoreErro
             conditions
                 .iter()
                 .map(|condition| {
-                    let (field, matcher) = match condition {
-                        Condition::KeywordIn { field, values } => {
-                            (*field, Match::from(values.clone()))
-                        }
-                        Condition::IntegerIn { field, values } => {
-                            (*field, Match::from(values.clone()))
-                        }
+                    let field = match condition {
+                        Condition::KeywordIn { field, values } => FieldCondition::new_match(
+                            json_path(field)?,
+                            Match::from(values.clone()),
+                        ),
+                        Condition::IntegerIn { field, values } => FieldCondition::new_match(
+                            json_path(field)?,
+                            Match::from(values.clone()),
+                        ),
+                        Condition::Before { field, moment } => FieldCondition::new_datetime_range(
+                            json_path(field)?,
+                            Range {
+                                lt: Some(edge_datetime(*moment)?),
+                                gt: None,
+                                gte: None,
+                                lte: None,
+                            },
+                        ),
                     };
-                    Ok(qdrant_edge::Condition::Field(FieldCondition::new_match(
-                        json_path(field)?,
-                        matcher,
-                    )))
+                    Ok(qdrant_edge::Condition::Field(field))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some)
@@ -370,6 +383,16 @@ fn edge_filter(filter: &Filter) -> Result<Option<qdrant_edge::Filter>, StoreErro
     edge.must = convert(&filter.must)?;
     edge.must_not = convert(&filter.must_not)?;
     Ok(Some(edge))
+}
+
+fn edge_datetime(moment: time::OffsetDateTime) -> Result<DateTimeWrapper, StoreError> {
+    let text = moment
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    text.parse().map_err(|_| StoreError::Storage {
+        collection: String::new(),
+        message: format!("not a datetime bound: {moment}"),
+    })
 }
 
 fn uuid_of(id: PointId) -> Option<Uuid> {
@@ -553,6 +576,49 @@ impl PointStore for EdgeStore {
                 })
                 .collect();
             Ok((records, next.and_then(uuid_of)))
+        })
+        .await
+    }
+
+    async fn first_by(
+        &self,
+        collection: &str,
+        filter: Filter,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            let order_by = OrderBy {
+                key: json_path(order.field)?,
+                direction: Some(if order.descending {
+                    Direction::Desc
+                } else {
+                    Direction::Asc
+                }),
+                start_from: None,
+            };
+            let (records, _) = handle
+                .shard
+                .scroll(ScrollRequest {
+                    offset: None,
+                    limit: Some(limit.max(1)),
+                    filter: edge_filter(&filter)?,
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: Some(OrderByInterface::Struct(order_by)),
+                })
+                .map_err(storage_error(&collection))?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Record {
+                        id: uuid_of(r.id)?,
+                        payload: payload_map(r.payload),
+                    })
+                })
+                .collect())
         })
         .await
     }

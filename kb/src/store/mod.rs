@@ -40,6 +40,9 @@ pub struct CollectionSpec {
     pub keyword_fields: Vec<&'static str>,
     /// Payload fields that get an integer index.
     pub integer_fields: Vec<&'static str>,
+    /// Payload fields that get a datetime index (RFC 3339 times or
+    /// `YYYY-MM-DD` dates), for [`Condition::Before`] and [`Order`].
+    pub datetime_fields: Vec<&'static str>,
 }
 
 /// One point to write.
@@ -92,6 +95,23 @@ pub enum Condition {
         /// Accepted values.
         values: Vec<i64>,
     },
+    /// The datetime field (with a datetime index) is strictly before this
+    /// moment; points without the field do not match.
+    Before {
+        /// Field name.
+        field: &'static str,
+        /// The exclusive bound.
+        moment: time::OffsetDateTime,
+    },
+}
+
+/// The order of [`PointStore::first_by`]: by a datetime field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    /// A field with a datetime index.
+    pub field: &'static str,
+    /// Newest first.
+    pub descending: bool,
 }
 
 impl Condition {
@@ -239,6 +259,17 @@ pub trait PointStore: Send + Sync + 'static {
         offset: Option<Uuid>,
         limit: usize,
     ) -> Result<(Vec<Record>, Option<Uuid>), StoreError>;
+
+    /// The first `limit` points the filter accepts in the given order
+    /// (points without the order's field are skipped), so a page of the
+    /// newest records is read without reading the rest.
+    async fn first_by(
+        &self,
+        collection: &str,
+        filter: Filter,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
 
     /// Counts the points the filter accepts.
     async fn count(&self, collection: &str, filter: Filter) -> Result<usize, StoreError>;

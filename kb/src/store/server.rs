@@ -19,7 +19,7 @@ use qdrant_client::qdrant::{
 use uuid::Uuid;
 
 use super::{
-    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Payload,
+    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, Payload,
     PointStore, QueryVector, Record, SearchRequest, StoreError,
 };
 
@@ -83,6 +83,16 @@ fn server_filter(filter: &Filter) -> Option<qdrant::Filter> {
                 Condition::IntegerIn { field, values } => {
                     qdrant::Condition::matches(*field, values.clone())
                 }
+                Condition::Before { field, moment } => qdrant::Condition::datetime_range(
+                    *field,
+                    qdrant::DatetimeRange {
+                        lt: Some(prost_types::Timestamp {
+                            seconds: moment.unix_timestamp(),
+                            nanos: i32::try_from(moment.nanosecond()).unwrap_or(0),
+                        }),
+                        ..Default::default()
+                    },
+                ),
             })
             .collect()
     };
@@ -150,7 +160,12 @@ impl PointStore for ServerStore {
             .keyword_fields
             .iter()
             .map(|f| (*f, FieldType::Keyword))
-            .chain(spec.integer_fields.iter().map(|f| (*f, FieldType::Integer)));
+            .chain(spec.integer_fields.iter().map(|f| (*f, FieldType::Integer)))
+            .chain(
+                spec.datetime_fields
+                    .iter()
+                    .map(|f| (*f, FieldType::Datetime)),
+            );
         for (field, field_type) in fields {
             self.client
                 .create_field_index(
@@ -327,6 +342,42 @@ impl PointStore for ServerStore {
             })
             .collect();
         Ok((records, uuid_of(response.next_page_offset)))
+    }
+
+    async fn first_by(
+        &self,
+        collection: &str,
+        filter: Filter,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let direction = if order.descending {
+            qdrant::Direction::Desc
+        } else {
+            qdrant::Direction::Asc
+        };
+        let mut request = ScrollPointsBuilder::new(self.name(collection))
+            .limit(limit.max(1) as u32)
+            .with_payload(true)
+            .order_by(qdrant::OrderBy {
+                key: order.field.to_owned(),
+                direction: Some(direction as i32),
+                start_from: None,
+            });
+        if let Some(filter) = server_filter(&filter) {
+            request = request.filter(filter);
+        }
+        let response = self.client.scroll(request).await.map_err(server_error)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                Some(Record {
+                    id: uuid_of(p.id)?,
+                    payload: json_payload(p.payload),
+                })
+            })
+            .collect())
     }
 
     async fn count(&self, collection: &str, filter: Filter) -> Result<usize, StoreError> {
