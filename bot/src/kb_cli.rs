@@ -49,22 +49,28 @@ impl StoreArgs {
             .then(|| self.data_dir.join("cache"))
     }
 
+    /// Opens the point store alone: the data directory's, or the server's.
+    pub fn open_store(&self) -> anyhow::Result<Arc<dyn PointStore>> {
+        Ok(match &self.qdrant_url {
+            Some(url) => Arc::new(ServerStore::connect(&ServerConfig {
+                url: url.clone(),
+                api_key: self.qdrant_api_key.clone(),
+                prefix: self.collection_prefix.clone(),
+            })?),
+            None => {
+                let root = self.data_dir.join("qdrant");
+                Arc::new(
+                    EdgeStore::open(&root).with_context(|| {
+                        format!("opening the data directory {}", root.display())
+                    })?,
+                )
+            }
+        })
+    }
+
     /// Opens the store, the model and the knowledge base.
     pub async fn open(&self) -> anyhow::Result<KnowledgeBase> {
-        let store: Arc<dyn PointStore> =
-            match &self.qdrant_url {
-                Some(url) => Arc::new(ServerStore::connect(&ServerConfig {
-                    url: url.clone(),
-                    api_key: self.qdrant_api_key.clone(),
-                    prefix: self.collection_prefix.clone(),
-                })?),
-                None => {
-                    let root = self.data_dir.join("qdrant");
-                    Arc::new(EdgeStore::open(&root).with_context(|| {
-                        format!("opening the data directory {}", root.display())
-                    })?)
-                }
-            };
+        let store = self.open_store()?;
         let model_path = self.model_dir.join("multilingual-e5-small-q4");
         let embedder = tokio::task::spawn_blocking(move || {
             embeddings::Embedder::load(&embeddings::EmbedderConfig {

@@ -1,5 +1,6 @@
 //! The `wenke` command line: serve, ask, kb, eval, bench.
 
+mod backup_cli;
 mod bench;
 mod bench_chat;
 mod bench_console;
@@ -89,6 +90,21 @@ enum Command {
     /// The weekly report (周报) from the turn log and the demands: questions,
     /// answer rates, satisfaction, demands, by channel and region.
     Report(report_cli::ReportArgs),
+    /// Copies the whole point store (and the data directory's text files)
+    /// into one file. Embedded: run it while `wenke serve` is stopped (the
+    /// data directory is locked to one process).
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restores a backup into an empty data directory or server prefix,
+    /// after checking that the file is whole.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -231,6 +247,8 @@ fn main() -> anyhow::Result<()> {
             report_cli::run(&engine, args, cli.engine.prompts_dir().as_deref()).await
         }),
         Command::Console(command) => runtime()?.block_on(console_cli::run(&cli.store, command)),
+        Command::Backup { out } => runtime()?.block_on(backup_cli::backup(&cli.store, &out)),
+        Command::Restore { from } => runtime()?.block_on(backup_cli::restore(&cli.store, &from)),
         Command::Listings(command) => {
             let code = runtime()?.block_on(async {
                 let engine = chat_cli::open_engine(&cli.store, &cli.engine).await?;

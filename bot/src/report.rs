@@ -723,6 +723,11 @@ impl Report {
             .filter(|day| !stored.contains(*day))
             .cloned()
             .collect();
+        tracing::debug!(
+            stored = tallies.len(),
+            tallied = unstored.len(),
+            "report days: from summaries and from turns"
+        );
         let turns = log.on_days(unstored.clone()).await.map_err(|e| store(&e))?;
         // A year of turns is seconds of counting: off the async runtime.
         let fresh = tokio::task::spawn_blocking(move || {
@@ -751,20 +756,19 @@ impl Report {
             .flat_map(|tally| &tally.cells)
             .flat_map(|cell| cell.entries.keys().map(String::as_str))
             .collect();
-        let mut entry_questions = HashMap::new();
-        for entry_id in answered {
-            let Ok(id) = uuid::Uuid::parse_str(entry_id) else {
-                continue;
-            };
-            let entry = engine
-                .kb()
-                .get(kb::entry::EntryId(id))
-                .await
-                .map_err(|e| store(&e))?;
-            if let Some(entry) = entry {
-                entry_questions.insert(entry_id.to_owned(), entry.content.question);
-            }
-        }
+        let ids = answered
+            .into_iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .map(kb::entry::EntryId)
+            .collect();
+        let entry_questions: HashMap<String, String> = engine
+            .kb()
+            .get_many(ids)
+            .await
+            .map_err(|e| store(&e))?
+            .into_iter()
+            .map(|entry| (entry.id.to_string(), entry.content.question))
+            .collect();
         tokio::task::spawn_blocking(move || {
             Self::build(
                 period,

@@ -698,6 +698,20 @@ impl KnowledgeBase {
             .transpose()
     }
 
+    /// The entries of the given ids that exist, in one store read.
+    pub async fn get_many(&self, ids: Vec<EntryId>) -> Result<Vec<Entry>, KbError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.into_iter().map(|id| id.0).collect();
+        self.store
+            .get(ENTRIES, ids)
+            .await?
+            .into_iter()
+            .map(|record| from_record(ENTRIES, record))
+            .collect()
+    }
+
     /// One entry by id or by external key.
     pub async fn find(&self, id_or_key: &str) -> Result<Option<Entry>, KbError> {
         if let Ok(uuid) = Uuid::parse_str(id_or_key)

@@ -13,6 +13,7 @@
 //! - [`phrases`]: amounts, deadlines and phone numbers as people write them.
 //! - [`region`]: the province's cities and counties.
 
+pub mod backup;
 pub mod base;
 pub mod dict;
 pub mod entry;

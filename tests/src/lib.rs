@@ -46,21 +46,11 @@ pub fn scratch_dir() -> anyhow::Result<PathBuf> {
 /// `fixture` (a JSONL file relative to the workspace root) imported and
 /// approved, and sessions in memory.
 pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine>> {
-    let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
-        model_path: model_dir().join("multilingual-e5-small-q4"),
-        ..Default::default()
-    })
-    .context("loading the model (run scripts/fetch-models.sh)")?;
-    let kb = KnowledgeBase::open(
-        Arc::new(EdgeStore::open(dir)?),
-        embedder,
-        kb::dict::builtin_analyzer(),
-        kb::Calibration::default(),
-    )
-    .await?;
+    let engine = engine_on(dir).await?;
     let text = std::fs::read_to_string(root().join(fixture))
         .with_context(|| format!("reading {fixture}"))?;
-    let report = kb
+    let report = engine
+        .kb()
         .import(
             parse_jsonl(&text),
             &kb::ImportOptions {
@@ -75,6 +65,24 @@ pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine
         "fixture errors: {:?}",
         report.errors
     );
+    Ok(engine)
+}
+
+/// An engine over whatever the embedded store in `dir` holds, with
+/// sessions in memory.
+pub async fn engine_on(dir: &Path) -> anyhow::Result<Arc<Engine>> {
+    let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
+        model_path: model_dir().join("multilingual-e5-small-q4"),
+        ..Default::default()
+    })
+    .context("loading the model (run scripts/fetch-models.sh)")?;
+    let kb = KnowledgeBase::open(
+        Arc::new(EdgeStore::open(dir)?),
+        embedder,
+        kb::dict::builtin_analyzer(),
+        kb::Calibration::default(),
+    )
+    .await?;
     let kb = Arc::new(kb);
     let turns = TurnLog::open(kb.store()).await?;
     let engine = Engine::open(

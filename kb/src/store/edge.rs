@@ -27,7 +27,7 @@ use qdrant_edge::{
     JsonPath, Match, Modifier, NamedQuery, OrderBy, OrderByInterface, PayloadFieldSchema,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
     QueryRequest, Range, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, Vector,
-    VectorInternal, Vectors, WithPayloadInterface, WithVector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -619,6 +619,88 @@ impl PointStore for EdgeStore {
                     })
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn collections(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.inner.root.join(COLLECTIONS_DIR);
+        let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|entry| entry.path().is_dir())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.ends_with(".creating"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut aliases: Vec<(String, String)> = self
+            .inner
+            .aliases
+            .read()
+            .iter()
+            .map(|(alias, collection)| (alias.clone(), collection.clone()))
+            .collect();
+        aliases.sort();
+        Ok(aliases)
+    }
+
+    async fn export(
+        &self,
+        collection: &str,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<NewPoint>, Option<Uuid>), StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            let handle = inner.collection(&collection)?;
+            let (records, next) = handle
+                .shard
+                .scroll(ScrollRequest {
+                    offset: offset.map(PointId::Uuid),
+                    limit: Some(limit.max(1)),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(true),
+                    order_by: None,
+                })
+                .map_err(storage_error(&collection))?;
+            let points = records
+                .into_iter()
+                .filter_map(|record| {
+                    let id = uuid_of(record.id)?;
+                    let (mut dense, mut lexical) = (None, None);
+                    if let Some(VectorStructInternal::Named(vectors)) = record.vector {
+                        for (name, vector) in vectors {
+                            match vector {
+                                VectorInternal::Dense(values) if name == DENSE => {
+                                    dense = Some(values);
+                                }
+                                VectorInternal::Sparse(sparse) if name == LEXICAL => {
+                                    lexical = Some(crate::lexical::SparseVector {
+                                        indices: sparse.indices,
+                                        values: sparse.values,
+                                    });
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    Some(NewPoint {
+                        id,
+                        dense,
+                        lexical,
+                        payload: payload_map(record.payload),
+                    })
+                })
+                .collect();
+            Ok((points, next.and_then(uuid_of)))
         })
         .await
     }

@@ -277,6 +277,21 @@ pub trait PointStore: Send + Sync + 'static {
     /// Nearest points to a dense or lexical query vector.
     async fn search(&self, request: SearchRequest) -> Result<Vec<Hit>, StoreError>;
 
+    /// The physical names of every collection.
+    async fn collections(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every alias with the collection it points at.
+    async fn aliases(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// A page of whole points (payload and vectors) by ascending id from
+    /// `offset` on, and the offset of the next page: what a backup copies.
+    async fn export(
+        &self,
+        collection: &str,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<NewPoint>, Option<Uuid>), StoreError>;
+
     /// Builds indexes now. The embedded store does this only when asked (it
     /// blocks a thread for as long as it takes); the server does it by itself.
     async fn optimize(&self, collection: &str) -> Result<(), StoreError>;

@@ -380,6 +380,81 @@ impl PointStore for ServerStore {
             .collect())
     }
 
+    async fn collections(&self) -> Result<Vec<String>, StoreError> {
+        let listed = self.client.list_collections().await.map_err(server_error)?;
+        let mut names: Vec<String> = listed
+            .collections
+            .into_iter()
+            .filter_map(|c| c.name.strip_prefix(&self.prefix).map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn aliases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let listed = self.client.list_aliases().await.map_err(server_error)?;
+        let mut aliases: Vec<(String, String)> = listed
+            .aliases
+            .into_iter()
+            .filter_map(|a| {
+                let alias = a.alias_name.strip_prefix(&self.prefix)?.to_owned();
+                let collection = a.collection_name.strip_prefix(&self.prefix)?.to_owned();
+                Some((alias, collection))
+            })
+            .collect();
+        aliases.sort();
+        Ok(aliases)
+    }
+
+    async fn export(
+        &self,
+        collection: &str,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<NewPoint>, Option<Uuid>), StoreError> {
+        let mut request = ScrollPointsBuilder::new(self.name(collection))
+            .limit(limit.max(1) as u32)
+            .with_payload(true)
+            .with_vectors(true);
+        if let Some(offset) = offset {
+            request = request.offset(PointId::from(offset.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(server_error)?;
+        let points = response
+            .result
+            .into_iter()
+            .filter_map(|point| {
+                let id = uuid_of(point.id)?;
+                let (mut dense, mut lexical) = (None, None);
+                if let Some(qdrant::vectors_output::VectorsOptions::Vectors(named)) =
+                    point.vectors.and_then(|v| v.vectors_options)
+                {
+                    for (name, vector) in named.vectors {
+                        match vector.into_vector() {
+                            qdrant::vector_output::Vector::Dense(values) if name == DENSE => {
+                                dense = Some(values.data);
+                            }
+                            qdrant::vector_output::Vector::Sparse(sparse) if name == LEXICAL => {
+                                lexical = Some(crate::lexical::SparseVector {
+                                    indices: sparse.indices,
+                                    values: sparse.values,
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Some(NewPoint {
+                    id,
+                    dense,
+                    lexical,
+                    payload: json_payload(point.payload),
+                })
+            })
+            .collect();
+        Ok((points, uuid_of(response.next_page_offset)))
+    }
+
     async fn count(&self, collection: &str, filter: Filter) -> Result<usize, StoreError> {
         let mut request = CountPointsBuilder::new(self.name(collection)).exact(true);
         if let Some(filter) = server_filter(&filter) {
