@@ -10,24 +10,40 @@ use anyhow::Context;
 
 use crate::kb_cli::StoreArgs;
 
-/// The data directory's own text files (dictionaries, calibration): every
-/// UTF-8 regular file at its top level. Directories (the store, caches)
-/// are not files of this kind.
+/// Directories of the data directory that are not its own text files:
+/// the store itself and caches rebuilt at start.
+const NOT_DATA_FILES: [&str; 2] = ["qdrant", "cache"];
+
+/// The data directory's own text files (dictionaries under `dict/`, the
+/// calibration): every UTF-8 regular file in it and its subdirectories,
+/// except under [`NOT_DATA_FILES`], named by its path relative to it.
 fn data_files(dir: &Path) -> anyhow::Result<Vec<kb::backup::DataFile>> {
     let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(files);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path.is_file() {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
             continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => files.push(kb::backup::DataFile { name, text }),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "not a text file; left out")
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(relative) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let name = relative.to_string_lossy().replace('\\', "/");
+            if path.is_dir() {
+                if !NOT_DATA_FILES.contains(&name.as_str()) {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !path.is_file() || name.ends_with(".lock") {
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push(kb::backup::DataFile { name, text }),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "not a text file; left out")
+                }
             }
         }
     }

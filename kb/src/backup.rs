@@ -121,7 +121,7 @@ impl BackupSummary {
 /// A text file of the data directory to keep with the points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFile {
-    /// Its name in the data directory.
+    /// Its path relative to the data directory (`dict/synonyms.tsv`).
     pub name: String,
     /// Its content.
     pub text: String,
@@ -265,7 +265,7 @@ pub fn check_backup(input: impl BufRead) -> Result<BackupSummary, BackupError> {
                 *counted.entry(name.clone()).or_default() += 1;
             }
             (_, Line::File { name, .. }) => {
-                if !is_plain_file_name(&name) {
+                if !is_safe_relative_path(&name) {
                     return Err(bad(format!("file name {name} leaves the data directory")));
                 }
                 current = None;
@@ -303,14 +303,15 @@ pub fn check_backup(input: impl BufRead) -> Result<BackupSummary, BackupError> {
     })
 }
 
-/// A name without directories, so a restored file stays in the data
-/// directory.
-fn is_plain_file_name(name: &str) -> bool {
+/// A relative path of plain names (`dict/synonyms.tsv`), so a restored
+/// file stays inside the data directory.
+fn is_safe_relative_path(name: &str) -> bool {
+    let path = std::path::Path::new(name);
     !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\'])
-        && PathBuf::from(name).components().count() == 1
+        && !name.contains('\\')
+        && path
+            .components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)))
 }
 
 /// Restores a backup that [`check_backup`] accepted into an empty store,
@@ -422,6 +423,9 @@ pub async fn restore_backup<R: BufRead + Send + 'static>(
         if let Some(dir) = &data_dir {
             for file in batch.files {
                 let path = dir.join(&file.name);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
                 tokio::fs::write(&path, file.text).await?;
             }
         }
@@ -449,12 +453,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_file_names_are_restored() {
-        for good in ["synonyms.tsv", "calibration.json"] {
-            assert!(is_plain_file_name(good), "{good}");
+    fn restored_files_stay_inside_the_data_directory() {
+        for good in ["calibration.json", "dict/synonyms.tsv"] {
+            assert!(is_safe_relative_path(good), "{good}");
         }
-        for bad in ["", ".", "..", "../etc/passwd", "a/b", "/abs", "c:\\x"] {
-            assert!(!is_plain_file_name(bad), "{bad}");
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "dict/../../x",
+            "/abs",
+            "c:\\x",
+        ] {
+            assert!(!is_safe_relative_path(bad), "{bad}");
         }
     }
 

@@ -53,7 +53,7 @@ async fn a_restored_backup_serves_what_the_original_did() -> anyhow::Result<()> 
     let backup_path = tests::scratch_dir()?.join("wenke.backup.jsonl");
     let file = std::fs::File::create_new(&backup_path)?;
     let files = vec![DataFile {
-        name: "synonyms.tsv".into(),
+        name: "dict/synonyms.tsv".into(),
         text: "苞谷\t玉米\n".into(),
     }];
     let written = write_backup(
@@ -63,7 +63,7 @@ async fn a_restored_backup_serves_what_the_original_did() -> anyhow::Result<()> 
         &|_| {},
     )
     .await?;
-    assert_eq!(written.files, vec!["synonyms.tsv".to_owned()]);
+    assert_eq!(written.files, vec!["dict/synonyms.tsv".to_owned()]);
     let checked = check_backup(BufReader::new(std::fs::File::open(&backup_path)?))?;
     assert_eq!(checked, written);
     assert!(
@@ -88,7 +88,7 @@ async fn a_restored_backup_serves_what_the_original_did() -> anyhow::Result<()> 
         .await?;
         assert_eq!(restored.points(), written.points());
         assert_eq!(
-            std::fs::read_to_string(restored_data.join("synonyms.tsv"))?,
+            std::fs::read_to_string(restored_data.join("dict/synonyms.tsv"))?,
             "苞谷\t玉米\n"
         );
 
