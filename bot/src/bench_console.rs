@@ -111,7 +111,7 @@ fn generated_entry(index: usize) -> kb::entry::EntryContent {
             organisation: "基准测试".into(),
             ..Default::default()
         },
-        review_by: (index % 7 == 0).then(|| "2025-01-01".to_owned()),
+        review_by: index.is_multiple_of(7).then(|| "2025-01-01".to_owned()),
     }
 }
 
