@@ -45,9 +45,11 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
 /// How long `/readyz` waits for each store.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest any request may take before it is answered 503: a backstop
-/// behind the channels' own, shorter budgets (a year-long report is the
-/// slowest page).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// behind the channels' own, shorter budgets. Generous because the slowest
+/// page, the first report of a long period, tallies its days from the
+/// turns (tens of seconds for a year of 1M turns) and stores the tallies
+/// only when it completes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether a store answered within [`READY_TIMEOUT`], as "ok" or the error.
 async fn probe<E: std::fmt::Display>(
