@@ -402,6 +402,20 @@ fn uuid_of(id: PointId) -> Option<Uuid> {
     }
 }
 
+/// Records as the store hands them out (points without a UUID, which this
+/// store never writes, are skipped).
+fn records_of(records: Vec<qdrant_edge::Record>) -> Vec<Record> {
+    records
+        .into_iter()
+        .filter_map(|r| {
+            Some(Record {
+                id: uuid_of(r.id)?,
+                payload: payload_map(r.payload),
+            })
+        })
+        .collect()
+}
+
 fn payload_map(payload: Option<qdrant_edge::Payload>) -> super::Payload {
     payload
         .map(|p| p.0.into_iter().collect())
@@ -532,15 +546,7 @@ impl PointStore for EdgeStore {
                     Some(WithVector::Bool(false)),
                 )
                 .map_err(storage_error(&collection))?;
-            Ok(records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(Record {
-                        id: uuid_of(r.id)?,
-                        payload: payload_map(r.payload),
-                    })
-                })
-                .collect())
+            Ok(records_of(records))
         })
         .await
     }
@@ -566,15 +572,7 @@ impl PointStore for EdgeStore {
                     order_by: None,
                 })
                 .map_err(storage_error(&collection))?;
-            let records = records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(Record {
-                        id: uuid_of(r.id)?,
-                        payload: payload_map(r.payload),
-                    })
-                })
-                .collect();
+            let records = records_of(records);
             Ok((records, next.and_then(uuid_of)))
         })
         .await
@@ -610,15 +608,7 @@ impl PointStore for EdgeStore {
                     order_by: Some(OrderByInterface::Struct(order_by)),
                 })
                 .map_err(storage_error(&collection))?;
-            Ok(records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(Record {
-                        id: uuid_of(r.id)?,
-                        payload: payload_map(r.payload),
-                    })
-                })
-                .collect())
+            Ok(records_of(records))
         })
         .await
     }

@@ -110,6 +110,20 @@ fn uuid_of(id: Option<PointId>) -> Option<Uuid> {
     }
 }
 
+/// Records as the server hands them out (points without a UUID, which
+/// this store never writes, are skipped).
+fn records_of(points: Vec<qdrant::RetrievedPoint>) -> Vec<Record> {
+    points
+        .into_iter()
+        .filter_map(|p| {
+            Some(Record {
+                id: uuid_of(p.id)?,
+                payload: json_payload(p.payload),
+            })
+        })
+        .collect()
+}
+
 fn json_payload(payload: HashMap<String, qdrant::Value>) -> Payload {
     serde_json::Map::from(qdrant_client::Payload::from(payload))
 }
@@ -331,16 +345,7 @@ impl PointStore for ServerStore {
             request = request.offset(PointId::from(offset.to_string()));
         }
         let response = self.client.scroll(request).await.map_err(server_error)?;
-        let records = response
-            .result
-            .into_iter()
-            .filter_map(|p| {
-                Some(Record {
-                    id: uuid_of(p.id)?,
-                    payload: json_payload(p.payload),
-                })
-            })
-            .collect();
+        let records = records_of(response.result);
         Ok((records, uuid_of(response.next_page_offset)))
     }
 
@@ -368,16 +373,7 @@ impl PointStore for ServerStore {
             request = request.filter(filter);
         }
         let response = self.client.scroll(request).await.map_err(server_error)?;
-        Ok(response
-            .result
-            .into_iter()
-            .filter_map(|p| {
-                Some(Record {
-                    id: uuid_of(p.id)?,
-                    payload: json_payload(p.payload),
-                })
-            })
-            .collect())
+        Ok(records_of(response.result))
     }
 
     async fn collections(&self) -> Result<Vec<String>, StoreError> {
