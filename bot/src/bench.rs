@@ -204,6 +204,7 @@ pub fn run_embed_bench(config: &EmbedBenchConfig) -> anyhow::Result<()> {
 
     let embedder = Embedder::load(&EmbedderConfig {
         model_path: config.model_dir.join("multilingual-e5-small-q4"),
+        threads: config.threads,
         ..EmbedderConfig::default()
     })?;
     let rss_after_load = peak_rss_mb();
@@ -226,7 +227,7 @@ pub fn run_embed_bench(config: &EmbedBenchConfig) -> anyhow::Result<()> {
     let ours_throughput = passages.len() as f64 / started.elapsed().as_secs_f64();
     let ours_peak_rss = peak_rss_mb();
     println!(
-        "wenke (candle)  query median {:>7.2} ms  p99 {:>7.2} ms  passages {:>7.1}/s  peak RSS {:.0} MB (after load {:.0} MB)",
+        "wenke           query median {:>7.2} ms  p99 {:>7.2} ms  passages {:>7.1}/s  peak RSS {:.0} MB (after load {:.0} MB)",
         ms(ours_query.median),
         ms(ours_query.p99),
         ours_throughput,

@@ -1,19 +1,14 @@
-//! The BERT encoder forward pass on candle, shared by both model formats.
+//! The BERT encoder forward pass on candle, for Hugging Face f32 checkpoints
+//! (E5S1 files run on the Q4 engine in `q4/`).
 //!
 //! Post-LN BERT: embeddings (word + position + token type 0) and LayerNorm, then
 //! per layer `x = LN(x + Attn(x))`, `x = LN(x + FFN(x))` with exact (erf) GELU.
-//!
-//! Weight format. E5S1 (Q4_0) linear layers run on the integer kernel in
-//! `int8.rs`; f32 checkpoints keep f32 weights stored transposed (`[in, out]`)
-//! for candle's gemm. Q, K and V are fused into one projection so their input
-//! is read (and, for int8, quantised) once. The 250k-row word table of an
-//! E5S1 file stays quantised and is dequantised per row.
+//! Weights are stored transposed (`[in, out]`) for candle's gemm; Q, K and V
+//! are fused into one projection so their input is read once.
 
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::EmbedError;
-use crate::e5s1::Q4Rows;
-use crate::int8::{Int8Linear, Int8Op};
 
 /// How token vectors become one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,56 +32,28 @@ pub(crate) struct EncoderShape {
     pub pooling: Pooling,
 }
 
-/// The word-embedding table: quantised (gathered and dequantised per row) or dense.
-pub(crate) enum WordTable {
-    Q4(Q4Rows),
-    Dense { values: Vec<f32>, rows: usize },
+/// The word-embedding table, dense.
+pub(crate) struct WordTable {
+    pub values: Vec<f32>,
+    pub rows: usize,
 }
 
 impl WordTable {
-    fn rows(&self) -> usize {
-        match self {
-            Self::Q4(table) => table.rows(),
-            Self::Dense { rows, .. } => *rows,
-        }
-    }
-
     fn copy_row(&self, row: usize, out: &mut [f32]) {
-        match self {
-            Self::Q4(table) => table.dequantize_row(row, out),
-            Self::Dense { values, .. } => {
-                let hidden = out.len();
-                out.copy_from_slice(&values[row * hidden..(row + 1) * hidden]);
-            }
-        }
+        let hidden = out.len();
+        out.copy_from_slice(&self.values[row * hidden..(row + 1) * hidden]);
     }
 }
 
-/// A linear layer: dense f32 (`[in, out]`, for f32 checkpoints) or integer
-/// (Q4_0 weights, for E5S1 files; see `int8.rs`).
-pub(crate) enum Linear {
-    Dense { weight: Tensor, bias: Tensor },
-    Int8(Int8Linear),
+/// A dense f32 linear layer, its weight stored `[in, out]`.
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Dense { weight, bias } => x.matmul(weight)?.broadcast_add(bias),
-            Self::Int8(layer) => x
-                .contiguous()?
-                .apply_op1_no_bwd(&Int8Op { layer, gelu: false }),
-        }
-    }
-
-    /// `GELU(forward(x))`, fused into the projection where the kernel allows.
-    fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Dense { .. } => self.forward(x)?.gelu_erf(),
-            Self::Int8(layer) => x
-                .contiguous()?
-                .apply_op1_no_bwd(&Int8Op { layer, gelu: true }),
-        }
+        x.matmul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
 
@@ -120,7 +87,7 @@ impl Encoder {
     /// Checks that every id can be looked up; ids come from our own tokenizer,
     /// so a failure means a mismatched tokenizer and model.
     fn check_ids(&self, sequences: &[Vec<u32>]) -> Result<(), EmbedError> {
-        let rows = self.words.rows();
+        let rows = self.words.rows;
         match sequences.iter().flatten().find(|id| **id as usize >= rows) {
             Some(id) => Err(EmbedError::format(format!(
                 "token id {id} outside the embedding table ({rows} rows)"
@@ -207,7 +174,7 @@ impl Encoder {
                 &layer.attention_norm_bias,
                 shape.eps,
             )?;
-            let inner = layer.ffn_in.forward_gelu(&x)?;
+            let inner = layer.ffn_in.forward(&x)?.gelu_erf()?;
             let ffn = layer.ffn_out.forward(&inner)?;
             x = candle_nn::ops::layer_norm(
                 &(x + ffn)?,

@@ -22,8 +22,8 @@
 mod batcher;
 mod e5s1;
 mod encoder;
-mod int8;
 mod model;
+mod q4;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 pub use e5s1::{E5s1File, E5s1Header, SpecialIds};
 pub use encoder::Pooling;
-pub use model::{EmbeddingModel, Prefixes};
+pub use model::{EmbeddingModel, Prefixes, default_threads};
 
 /// An L2-normalised embedding vector.
 pub type Embedding = Vec<f32>;
@@ -97,6 +97,8 @@ pub struct EmbedderConfig {
     pub model_path: PathBuf,
     /// Most queries one micro-batch may hold.
     pub max_query_batch: usize,
+    /// Threads one forward pass of an E5S1 model uses.
+    pub threads: usize,
 }
 
 impl Default for EmbedderConfig {
@@ -105,6 +107,7 @@ impl Default for EmbedderConfig {
         Self {
             model_path: default_model_dir().join("multilingual-e5-small-q4"),
             max_query_batch: 16,
+            threads: default_threads(),
         }
     }
 }
@@ -128,7 +131,9 @@ pub struct Embedder {
 impl Embedder {
     /// Loads the model and starts the micro-batching thread.
     pub fn load(config: &EmbedderConfig) -> Result<Self, EmbedError> {
-        let model = Arc::new(EmbeddingModel::load(&config.model_path)?);
+        let mut model = EmbeddingModel::load(&config.model_path)?;
+        model.set_threads(config.threads);
+        let model = Arc::new(model);
         tracing::info!(
             model = model.id(),
             dimension = model.dimension(),

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::e5s1::{E5s1File, Q4Rows, StoredDType};
+use crate::e5s1::E5s1File;
 use crate::encoder::{Encoder, EncoderShape, LayerWeights, Linear, Pooling, WordTable};
-use crate::int8::Int8Linear;
+use crate::q4::Q4Encoder;
 use crate::tokenize::{HuggingFaceTokenizer, SentencePieceTokenizer, TextTokenizer};
 use crate::{EmbedError, Embedding, TextKind};
 
@@ -67,8 +67,50 @@ impl Prefixes {
 pub struct EmbeddingModel {
     id: String,
     tokenizer: TextTokenizer,
-    encoder: Encoder,
+    network: Network,
     prefixes: Prefixes,
+}
+
+/// The network behind a model: E5S1 files run on the Q4 engine (`q4/`),
+/// Hugging Face f32 checkpoints on candle tensors (`encoder.rs`).
+enum Network {
+    Q4(Q4Encoder),
+    Candle(Encoder),
+}
+
+impl Network {
+    fn hidden(&self) -> usize {
+        match self {
+            Self::Q4(encoder) => encoder.hidden(),
+            Self::Candle(encoder) => encoder.shape.hidden,
+        }
+    }
+
+    fn max_positions(&self) -> usize {
+        match self {
+            Self::Q4(encoder) => encoder.max_positions(),
+            Self::Candle(encoder) => encoder.shape.max_positions,
+        }
+    }
+
+    fn forward(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self {
+            Self::Q4(encoder) => encoder.forward(sequences),
+            // Run candle's forward on a worker of the rayon pool: its
+            // parallel matmuls then start on this thread at once instead of
+            // this thread waking two workers and sleeping for every op.
+            Self::Candle(encoder) => {
+                let mut result = None;
+                rayon::scope(|_| result = Some(encoder.forward(sequences)));
+                result.unwrap_or(Err(EmbedError::WorkerStopped))
+            }
+        }
+    }
+}
+
+/// The number of threads a forward uses by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// One window of one text, ready for the encoder.
@@ -89,11 +131,11 @@ impl EmbeddingModel {
             });
         }
         if path.is_file() {
-            return Self::load_e5s1(path);
+            return Self::load_e5s1(path, default_threads());
         }
         let e5s1 = path.join("e5-small-q4.bin");
         if e5s1.is_file() {
-            return Self::load_e5s1(&e5s1);
+            return Self::load_e5s1(&e5s1, default_threads());
         }
         if path.join("config.json").is_file() {
             return Self::load_hugging_face(path);
@@ -111,7 +153,15 @@ impl EmbeddingModel {
 
     /// Length of the vectors.
     pub fn dimension(&self) -> usize {
-        self.encoder.shape.hidden
+        self.network.hidden()
+    }
+
+    /// Sets how many threads one forward of an E5S1 model uses (default: one
+    /// per core). Hugging Face checkpoints use the rayon pool instead.
+    pub fn set_threads(&mut self, threads: usize) {
+        if let Network::Q4(encoder) = &mut self.network {
+            encoder.set_threads(threads);
+        }
     }
 
     /// The prefixes applied to queries and passages.
@@ -132,22 +182,9 @@ impl EmbeddingModel {
     /// overlap; its vector is the token-weighted mean of the windows' pooled
     /// vectors, then normalised (the mean over the whole text, up to windowed
     /// attention). Windows of all texts are sorted by length and batched, so a
-    /// batch of similar texts pads little.
+    /// batch of similar texts pads little on candle (the Q4 engine does not
+    /// pad at all).
     pub fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError> {
-        // Run the whole forward on a worker of the rayon pool: the projections'
-        // parallel parts then start on this thread at once and only hand the
-        // other half to a second worker, instead of this thread waking two
-        // workers and sleeping for every projection.
-        let mut result = None;
-        rayon::scope(|_| result = Some(self.embed_on_worker(texts, kind)));
-        result.unwrap_or(Err(EmbedError::WorkerStopped))
-    }
-
-    fn embed_on_worker(
-        &self,
-        texts: &[&str],
-        kind: TextKind,
-    ) -> Result<Vec<Embedding>, EmbedError> {
         let windows = self.windows(texts, kind)?;
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| windows[i].tokens.len());
@@ -161,7 +198,7 @@ impl EmbeddingModel {
                 .iter()
                 .map(|&i| windows[i].tokens.clone())
                 .collect();
-            let pooled = self.encoder.forward(&batch)?;
+            let pooled = self.network.forward(&batch)?;
             for (&window_index, vector) in order[start..end].iter().zip(pooled) {
                 let window = &windows[window_index];
                 for (sum, value) in sums[window.text].iter_mut().zip(vector) {
@@ -189,7 +226,7 @@ impl EmbeddingModel {
 
     fn windows(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Window>, EmbedError> {
         let (open, close) = self.tokenizer.boundary_ids();
-        let content_per_window = self.encoder.shape.max_positions - 2;
+        let content_per_window = self.network.max_positions() - 2;
         let mut windows = Vec::with_capacity(texts.len());
         for (text_index, text) in texts.iter().enumerate() {
             let content = self.token_ids(text, kind)?;
@@ -216,65 +253,11 @@ impl EmbeddingModel {
         Ok(windows)
     }
 
-    fn load_e5s1(path: &Path) -> Result<Self, EmbedError> {
+    fn load_e5s1(path: &Path, threads: usize) -> Result<Self, EmbedError> {
         let file = E5s1File::open(path)?;
         let header = file.header;
-        let (hidden, ffn) = (header.hidden, header.ffn);
-        let device = Device::Cpu;
-        let vector = |name: &str, len: usize| -> Result<Tensor, EmbedError> {
-            Ok(Tensor::from_vec(file.f32_values(name, len)?, len, &device)?)
-        };
-        let int8 = |name: &str, out_dim: usize, in_dim: usize| -> Result<Int8Linear, EmbedError> {
-            let weight = file.tensor(&format!("{name}.w"), StoredDType::Q4_0, out_dim * in_dim)?;
-            let bias = file.f32_values(&format!("{name}.b"), out_dim)?;
-            Ok(Int8Linear::from_q4_0(
-                file.bytes(weight),
-                out_dim,
-                in_dim,
-                bias,
-            ))
-        };
-
-        let mut layers = Vec::with_capacity(header.layers);
-        for l in 0..header.layers {
-            let name = |suffix: &str| format!("l{l}.{suffix}");
-            layers.push(LayerWeights {
-                qkv: Linear::Int8(Int8Linear::concat(vec![
-                    int8(&name("q"), hidden, hidden)?,
-                    int8(&name("k"), hidden, hidden)?,
-                    int8(&name("v"), hidden, hidden)?,
-                ])),
-                attention_out: Linear::Int8(int8(&name("ao"), hidden, hidden)?),
-                attention_norm_weight: vector(&name("aln.w"), hidden)?,
-                attention_norm_bias: vector(&name("aln.b"), hidden)?,
-                ffn_in: Linear::Int8(int8(&name("fi"), ffn, hidden)?),
-                ffn_out: Linear::Int8(int8(&name("fo"), hidden, ffn)?),
-                output_norm_weight: vector(&name("oln.w"), hidden)?,
-                output_norm_bias: vector(&name("oln.b"), hidden)?,
-            });
-        }
-        let positions = Tensor::from_vec(
-            file.f32_values("emb.pos", header.max_positions * hidden)?,
-            (header.max_positions, hidden),
-            &device,
-        )?;
-        let token_types = file.f32_values("emb.type", header.type_vocab * hidden)?;
-        let encoder = Encoder {
-            shape: EncoderShape {
-                hidden,
-                heads: header.heads,
-                max_positions: header.max_positions,
-                position_offset: 0,
-                eps: header.eps as f32,
-                pooling: Pooling::Mean,
-            },
-            words: WordTable::Q4(Q4Rows::new(&file, "emb.word", header.vocab_rows, hidden)?),
-            positions,
-            token_type: Tensor::from_vec(token_types[..hidden].to_vec(), hidden, &device)?,
-            embedding_norm_weight: vector("emb.ln.w", hidden)?,
-            embedding_norm_bias: vector("emb.ln.b", hidden)?,
-            layers,
-        };
+        let hidden = header.hidden;
+        let encoder = Q4Encoder::load(&file, threads)?;
         let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             id: format!(
@@ -282,7 +265,7 @@ impl EmbeddingModel {
                 header.layers, hidden
             ),
             tokenizer: TextTokenizer::SentencePiece(SentencePieceTokenizer::from_e5s1(&file)?),
-            encoder,
+            network: Network::Q4(encoder),
             prefixes: Prefixes::e5(),
         })
     }
@@ -358,13 +341,13 @@ impl EmbeddingModel {
             let p = format!("encoder.layer.{l}.");
             let n = |suffix: &str| format!("{p}{suffix}");
             let dense = |weight: &str, bias: &str| -> Result<Linear, EmbedError> {
-                Ok(Linear::Dense {
+                Ok(Linear {
                     weight: linear(&n(weight))?,
                     bias: get(&n(bias))?,
                 })
             };
             layers.push(LayerWeights {
-                qkv: Linear::Dense {
+                qkv: Linear {
                     weight: Tensor::cat(
                         &[
                             &linear(&n("attention.self.query.weight"))?,
@@ -397,7 +380,7 @@ impl EmbeddingModel {
         }
         let words = get("embeddings.word_embeddings.weight")?;
         let rows = words.dim(0)?;
-        let words = WordTable::Dense {
+        let words = WordTable {
             values: words.flatten_all()?.to_vec1::<f32>()?,
             rows,
         };
@@ -441,7 +424,7 @@ impl EmbeddingModel {
             tokenizer: TextTokenizer::HuggingFace(HuggingFaceTokenizer::from_file(
                 &dir.join("tokenizer.json"),
             )?),
-            encoder,
+            network: Network::Candle(encoder),
             prefixes,
         })
     }
