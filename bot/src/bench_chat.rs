@@ -4,7 +4,10 @@
 //! A fixed number of clients, each sending its next question as soon as
 //! the previous reply arrives, for a fixed time. Questions come from the
 //! retrieval dev sets: `distinct` cycles through all of them (each client
-//! starting at its own offset, so the caches rarely help), `repeated` asks
+//! starting at its own offset, so the caches rarely help until the pool runs
+//! out), `fresh` never sends the same text twice (after the first lap each
+//! question comes with one of the openers and closers people write, 请问… or
+//! …谢谢, so every message needs its own query embedding), `repeated` asks
 //! the same few questions again and again (what the caches are for). Each
 //! client is its own user, so rate limits apply per client as in real use;
 //! start the server with a high `--rate-limit` for the bench.
@@ -26,6 +29,9 @@ use clap::ValueEnum;
 pub enum Mix {
     /// Every dev-set question in turn.
     Distinct,
+    /// Every message a text the server has not seen in this run: the
+    /// dev-set questions, then the same with openers and closers.
+    Fresh,
     /// Five questions, over and over.
     Repeated,
 }
@@ -84,6 +90,30 @@ fn questions(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(questions)
 }
 
+/// Openers and closers people put around a question; each pair makes the
+/// pool's questions new texts for the server's caches.
+const OPENERS: [&str; 8] = [
+    "",
+    "请问",
+    "你好，",
+    "老师，",
+    "问一下，",
+    "专家，",
+    "我想问",
+    "请教一下，",
+];
+const CLOSERS: [&str; 6] = ["", "？", "，急", "，在线等", "，麻烦了", "，谢谢"];
+
+/// The `index`-th message of the fresh mix: lap `index / pool` wraps the
+/// question in that lap's opener and closer. Distinct for 48 laps.
+fn fresh_question(pool: &[String], index: usize) -> String {
+    let lap = index / pool.len();
+    let opener = OPENERS[lap % OPENERS.len()];
+    let closer = CLOSERS[(lap / OPENERS.len()) % CLOSERS.len()];
+    let question = pool[index % pool.len()].trim_end_matches(['？', '?']);
+    format!("{opener}{question}{closer}")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -131,17 +161,25 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
-            let mut next = index * pool.len() / clients;
+            let mut next = match mix {
+                Mix::Fresh => 0,
+                Mix::Distinct | Mix::Repeated => index * pool.len() / clients,
+            };
             let client_user = format!("bench-{run_id}-{index}");
             while Instant::now() < deadline {
-                let question = &pool[next % pool.len()];
+                let question = match mix {
+                    // Clients take interleaved indexes, so no two send one text.
+                    Mix::Fresh => fresh_question(&pool, next * clients + index),
+                    Mix::Distinct | Mix::Repeated => pool[next % pool.len()].clone(),
+                };
+                let question = &question;
                 next += 1;
                 // Dev-set questions are unrelated to each other: in the
                 // distinct mix each comes from a new user, so one question
                 // routed to a demand does not turn the next ones into
                 // answers of a filing form.
                 let user = match mix {
-                    Mix::Distinct => format!("{client_user}-{next}"),
+                    Mix::Distinct | Mix::Fresh => format!("{client_user}-{next}"),
                     Mix::Repeated => client_user.clone(),
                 };
                 let started = Instant::now();
@@ -272,5 +310,25 @@ async fn wechat_request(
     match parse_message(plaintext.as_bytes()).ok()?.kind {
         InboundKind::Text { .. } => Some("text".into()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fresh_mix_sends_no_text_twice_for_48_laps() {
+        let pool: Vec<String> = ["洋芋叶子发黑咋个办？", "隔夜菜会致癌吗", "地震时该怎么办?"]
+            .iter()
+            .map(|q| (*q).to_owned())
+            .collect();
+        let laps = OPENERS.len() * CLOSERS.len();
+        let texts: std::collections::HashSet<String> = (0..pool.len() * laps)
+            .map(|index| fresh_question(&pool, index))
+            .collect();
+        assert_eq!(texts.len(), pool.len() * laps);
+        assert_eq!(fresh_question(&pool, 0), "洋芋叶子发黑咋个办");
+        assert_eq!(fresh_question(&pool, 3), "请问洋芋叶子发黑咋个办");
     }
 }

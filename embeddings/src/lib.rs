@@ -106,7 +106,7 @@ impl Default for EmbedderConfig {
     fn default() -> Self {
         Self {
             model_path: default_model_dir().join("multilingual-e5-small-q4"),
-            max_query_batch: 16,
+            max_query_batch: 32,
             threads: default_threads(),
         }
     }

@@ -137,7 +137,7 @@ impl PanelLinear {
     /// panel's weights stay in L1 for all its tiles of four tokens.
     #[inline(always)]
     pub(crate) fn forward(&self, x: &QuantizedRows, out: &mut [f32], activation: Activation) {
-        const CHUNK_TOKENS: usize = 64;
+        const CHUNK_TOKENS: usize = 256;
         debug_assert_eq!(x.in_dim, self.in_dim);
         debug_assert_eq!(out.len(), x.rows() * self.out_dim);
         let use_simd = avx2_available();
@@ -159,13 +159,20 @@ impl PanelLinear {
                         scalar_tile(self, panel, x, token, count, &mut tile);
                     }
                     for (offset, values) in tile.iter().take(count).enumerate() {
-                        let row = &mut out[(token + offset) * self.out_dim..][..self.out_dim];
-                        let columns = &mut row[panel * PANEL_ROWS..][..PANEL_ROWS];
-                        for ((column, value), bias) in columns.iter_mut().zip(values).zip(bias) {
-                            *column = activation.apply(value + bias);
+                        let columns = &mut out
+                            [(token + offset) * self.out_dim + panel * PANEL_ROWS..][..PANEL_ROWS];
+                        for lane in 0..PANEL_ROWS {
+                            columns[lane] = values[lane] + bias[lane];
                         }
                     }
                     token += count;
+                }
+            }
+            // The activation runs over the chunk's rows at once, a plain loop
+            // that vectorises (per tile it stayed scalar).
+            if activation == Activation::Gelu {
+                for value in &mut out[chunk_start * self.out_dim..chunk_end * self.out_dim] {
+                    *value = super::math::gelu(*value);
                 }
             }
             chunk_start = chunk_end;
@@ -193,16 +200,6 @@ pub(crate) enum Activation {
     None,
     /// Exact (erf) GELU, as BERT computes it.
     Gelu,
-}
-
-impl Activation {
-    #[inline]
-    fn apply(self, value: f32) -> f32 {
-        match self {
-            Self::None => value,
-            Self::Gelu => super::math::gelu(value),
-        }
-    }
 }
 
 /// Rows of activations quantised per 32-value block to int8 (GGML's Q8_0),
