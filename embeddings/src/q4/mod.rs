@@ -422,13 +422,7 @@ impl Q4Encoder {
             layer
                 .attention_out
                 .forward(&quantized_hidden, &mut projected, Activation::None);
-            for (row, residual) in x
-                .chunks_exact_mut(hidden)
-                .zip(projected.chunks_exact(hidden))
-            {
-                let norm = &layer.attention_norm;
-                math::add_layer_norm(row, residual, &norm.weight, &norm.bias, self.eps);
-            }
+            self.add_layer_norm_rows(&mut x, &projected, &layer.attention_norm);
 
             quantized_hidden.quantize(&x);
             layer
@@ -438,13 +432,7 @@ impl Q4Encoder {
             layer
                 .ffn_out
                 .forward(&quantized_ffn, &mut projected, Activation::None);
-            for (row, residual) in x
-                .chunks_exact_mut(hidden)
-                .zip(projected.chunks_exact(hidden))
-            {
-                let norm = &layer.output_norm;
-                math::add_layer_norm(row, residual, &norm.weight, &norm.bias, self.eps);
-            }
+            self.add_layer_norm_rows(&mut x, &projected, &layer.output_norm);
         }
 
         let first_segment = batch.segment_of[range.start];
@@ -460,6 +448,15 @@ impl Q4Encoder {
             first_segment,
             sums,
         })
+    }
+
+    /// `x = LayerNorm(x + residual)`, token by token.
+    #[inline(always)]
+    fn add_layer_norm_rows(&self, x: &mut [f32], residual: &[f32], norm: &Norm) {
+        let rows = x.chunks_exact_mut(self.hidden);
+        for (row, residual) in rows.zip(residual.chunks_exact(self.hidden)) {
+            math::add_layer_norm(row, residual, &norm.weight, &norm.bias, self.eps);
+        }
     }
 
     /// Scaled dot-product attention of tokens `range` over their own text's
