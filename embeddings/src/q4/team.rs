@@ -94,8 +94,9 @@ impl Drop for PoisonOnPanic<'_> {
 ///
 /// Waits here are short (the workers of a forward do equal work between two
 /// barriers), and a futex sleep and wake-up would cost more than the wait;
-/// after ~50 µs of spinning a waiter yields its core, in case the other
-/// worker is not running at all (more busy threads than cores).
+/// after 2¹⁴ spins (tens to hundreds of microseconds, by the CPU's `pause`)
+/// a waiter yields its core, in case the other worker is not running at all
+/// (more busy threads than cores).
 pub(crate) struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
