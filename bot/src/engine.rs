@@ -842,10 +842,12 @@ impl Engine {
         editable: &Editable,
     ) -> Result<RouteDecision, EngineError> {
         let analyzer = self.kb.analyzer();
+        let started = Instant::now();
         let vector = self
             .kb
             .embed_query(&analyzer.embedding_text(&query.rewritten))
             .await?;
+        crate::metrics::global().step(crate::metrics::Step::Vector, started.elapsed());
         let signals = Self::signals(editable, &query.rewritten);
         Ok(editable.router.route(&query.normalised, &vector, signals))
     }
@@ -886,6 +888,7 @@ impl Engine {
             self.deliver_notices(&message.user, &mut handled).await?;
         }
         let kind = handled.kind.unwrap_or(ReplyKind::Notice);
+        crate::metrics::global().reply(message.user.channel.as_str(), kind.as_str());
         let route = std::mem::take(&mut handled.route);
         let route_confidence = handled.route_confidence;
         let resolved_query = handled.resolved_query.take();
@@ -1420,6 +1423,7 @@ impl Engine {
     ) -> Result<Handled, EngineError> {
         let resolution =
             context::resolve(rewritten, turn.session.topic.as_ref(), &editable.vocabulary);
+        let started = Instant::now();
         let mut outcome = None;
         if resolution.crop_switch {
             let filter = SearchFilter {
@@ -1439,6 +1443,7 @@ impl Engine {
                     .await?
             }
         };
+        crate::metrics::global().step(crate::metrics::Step::Search, started.elapsed());
         let mut handled = self.render_outcome(&outcome, turn, editable).await?;
         if resolution.follow_up {
             handled.resolved_query = Some(resolution.query.clone());

@@ -168,6 +168,7 @@ pub fn router(
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
         .with_state(Arc::clone(&engine))
         .merge(crate::listings_http::router(
             engine,
@@ -193,6 +194,7 @@ pub fn router(
         )?);
     }
     Ok(app
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

@@ -26,6 +26,7 @@ pub mod http;
 pub mod intake;
 pub mod listings;
 pub mod listings_http;
+pub mod metrics;
 pub mod outreach;
 pub mod report;
 pub mod routing;

@@ -230,5 +230,45 @@ async fn the_http_api_answers_and_reports_health() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(unknown.status(), 422, "another user's turn");
+
+    // The metrics count what just happened, by route pattern and reply kind.
+    let metrics = client.get(format!("http://{addr}/metrics")).send().await?;
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/openmetrics-text"))
+    );
+    let text = metrics.text().await?;
+    let count = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count(r#"wenke_http_requests_total{route="/api/chat",status="200"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(r#"wenke_http_requests_total{route="/api/feedback",status="422"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(r#"wenke_replies_total{channel="web",kind="answer"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(r#"wenke_engine_step_duration_seconds_count{step="vector"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(r#"wenke_engine_step_duration_seconds_count{step="search"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
     Ok(())
 }

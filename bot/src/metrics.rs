@@ -1,0 +1,200 @@
+//! Process metrics in the Prometheus text format, served at `GET /metrics`.
+//!
+//! One registry per process (as Prometheus clients are meant to be used):
+//! every engine and router in the process counts into the same families,
+//! and each instance of a deployment is scraped on its own. Counting is a
+//! few atomic adds; nothing here does IO.
+//!
+//! Families:
+//! - `wenke_http_requests_total{route, status}` and
+//!   `wenke_http_request_duration_seconds{route}`: every HTTP request, by
+//!   the route pattern that matched (`/api/chat`, not the raw path, so user
+//!   ids in paths cannot blow up the label set; unmatched paths count as
+//!   `unmatched`).
+//! - `wenke_replies_total{channel, kind}`: every reply of the engine
+//!   (answer, suggest, abstain, form, …), the answered/abstained counters.
+//! - `wenke_engine_step_duration_seconds{step}`: `vector` (the message's
+//!   query vector, a cache hit or one embedding) and `search` (the
+//!   knowledge-base search after it).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplyLabels {
+    channel: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: &'static str,
+}
+
+/// A step of the engine that is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The message's query vector (cache hit or embedding).
+    Vector,
+    /// The knowledge-base search.
+    Search,
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Search => "search",
+        }
+    }
+}
+
+/// Latency buckets from 0.5 ms to ~16 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The process's metric families.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    replies: Family<ReplyLabels, Counter>,
+    step_seconds: Family<StepLabels, Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "wenke_http_requests",
+            "HTTP requests by matched route and status",
+            requests.clone(),
+        );
+        let request_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "wenke_http_request_duration_seconds",
+            "HTTP request time by matched route",
+            request_seconds.clone(),
+        );
+        let replies = Family::<ReplyLabels, Counter>::default();
+        registry.register(
+            "wenke_replies",
+            "Replies of the engine by channel and kind",
+            replies.clone(),
+        );
+        let step_seconds =
+            Family::<StepLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "wenke_engine_step_duration_seconds",
+            "Time of the engine's steps: the query vector and the search",
+            step_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            replies,
+            step_seconds,
+        }
+    }
+
+    /// Counts one reply of the engine.
+    pub fn reply(&self, channel: &str, kind: &str) {
+        self.replies
+            .get_or_create(&ReplyLabels {
+                channel: channel.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long a step took.
+    pub fn step(&self, step: Step, took: Duration) {
+        self.step_seconds
+            .get_or_create(&StepLabels { step: step.label() })
+            .observe(took.as_secs_f64());
+    }
+
+    fn request(&self, route: &str, status: StatusCode, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status: status.as_u16(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Middleware that counts and times every request by its matched route.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    global().request(&route, response.status(), started.elapsed());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn serve() -> Response {
+    match global().encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
