@@ -76,7 +76,7 @@ fn print_summary(verb: &str, summary: &kb::backup::BackupSummary) {
 /// Writes the backup to `out` (a new file; an existing one is refused).
 pub async fn backup(store_args: &StoreArgs, out: &Path) -> anyhow::Result<()> {
     let store = store_args.open_store()?;
-    let files = if store_args.qdrant_url.is_none() {
+    let files = if store_args.qdrant_url().is_none() {
         data_files(&store_args.data_dir)?
     } else {
         Vec::new()
@@ -99,7 +99,7 @@ pub async fn backup(store_args: &StoreArgs, out: &Path) -> anyhow::Result<()> {
 pub async fn restore(store_args: &StoreArgs, from: &Path) -> anyhow::Result<()> {
     let store = store_args.open_store()?;
     let data_dir: Option<PathBuf> = store_args
-        .qdrant_url
+        .qdrant_url()
         .is_none()
         .then(|| store_args.data_dir.clone());
     let path = from.to_owned();

@@ -46,6 +46,13 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
+    /// The Redis URL; an empty setting means none, as an unset one does.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+
     /// The prompts directory, if it exists (a missing one means "shipped texts").
     pub fn prompts_dir(&self) -> Option<PathBuf> {
         self.prompts_dir.is_dir().then(|| self.prompts_dir.clone())
@@ -56,7 +63,7 @@ impl EngineArgs {
 /// the engine over them.
 pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result<Arc<Engine>> {
     let kb = Arc::new(store.open().await?);
-    let sessions: Arc<dyn SessionStore> = match &args.redis_url {
+    let sessions: Arc<dyn SessionStore> = match args.redis_url() {
         Some(url) => Arc::new(
             RedisSessionStore::connect(url, &args.redis_prefix)
                 .await
@@ -291,4 +298,40 @@ pub async fn eval_followups(
         cases.len()
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::EngineArgs;
+    use crate::kb_cli::StoreArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    #[test]
+    fn empty_server_urls_mean_the_embedded_defaults() {
+        let cli = Cli::parse_from(["wenke", "--qdrant-url", "", "--redis-url", " "]);
+        assert_eq!(cli.store.qdrant_url(), None);
+        assert_eq!(cli.engine.redis_url(), None);
+        assert!(
+            cli.store.cache_dir().is_some(),
+            "embedded mode keeps its cache"
+        );
+        let cli = Cli::parse_from([
+            "wenke",
+            "--qdrant-url",
+            "http://qdrant:6334",
+            "--redis-url",
+            "redis://redis:6379",
+        ]);
+        assert_eq!(cli.store.qdrant_url(), Some("http://qdrant:6334"));
+        assert_eq!(cli.engine.redis_url(), Some("redis://redis:6379"));
+    }
 }

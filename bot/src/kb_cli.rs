@@ -40,20 +40,28 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The Qdrant server's URL; an empty setting (`QDRANT_URL=`, as
+    /// deployment templates leave it) means none, as an unset one does.
+    pub fn qdrant_url(&self) -> Option<&str> {
+        self.qdrant_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+
     /// Where caches that belong to the embedded data directory go (the
     /// routing examples' vectors); `None` in server mode, where instances
     /// stay stateless and compute them at start.
     pub fn cache_dir(&self) -> Option<PathBuf> {
-        self.qdrant_url
+        self.qdrant_url()
             .is_none()
             .then(|| self.data_dir.join("cache"))
     }
 
     /// Opens the point store alone: the data directory's, or the server's.
     pub fn open_store(&self) -> anyhow::Result<Arc<dyn PointStore>> {
-        Ok(match &self.qdrant_url {
+        Ok(match self.qdrant_url() {
             Some(url) => Arc::new(ServerStore::connect(&ServerConfig {
-                url: url.clone(),
+                url: url.to_owned(),
                 api_key: self.qdrant_api_key.clone(),
                 prefix: self.collection_prefix.clone(),
             })?),
