@@ -84,36 +84,18 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// Checks that every id can be looked up; ids come from our own tokenizer,
-    /// so a failure means a mismatched tokenizer and model.
-    fn check_ids(&self, sequences: &[Vec<u32>]) -> Result<(), EmbedError> {
-        let rows = self.words.rows;
-        match sequences.iter().flatten().find(|id| **id as usize >= rows) {
-            Some(id) => Err(EmbedError::format(format!(
-                "token id {id} outside the embedding table ({rows} rows)"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Runs the encoder on a batch of token sequences (specials included, each
-    /// at most `max_positions` long) and returns one pooled, *unnormalised*
+    /// Runs the encoder on a batch of token sequences (specials included,
+    /// each of 1..=`max_positions` ids below the table's rows, as
+    /// `Network::forward` checks) and returns one pooled, *unnormalised*
     /// vector per sequence.
     pub(crate) fn forward(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if sequences.is_empty() {
             return Ok(Vec::new());
         }
-        self.check_ids(sequences)?;
         let shape = self.shape;
         let hidden = shape.hidden;
         let batch = sequences.len();
         let len = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        if len > shape.max_positions {
-            return Err(EmbedError::format(format!(
-                "sequence of {len} tokens exceeds {} positions",
-                shape.max_positions
-            )));
-        }
 
         let mut embedded = vec![0f32; batch * len * hidden];
         let mut mask = vec![0f32; batch * len];

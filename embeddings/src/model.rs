@@ -93,7 +93,33 @@ impl Network {
         }
     }
 
+    fn vocab_rows(&self) -> usize {
+        match self {
+            Self::Q4(encoder) => encoder.vocab_rows(),
+            Self::Candle(encoder) => encoder.words.rows,
+        }
+    }
+
+    /// Checks the sequences once for both networks, then runs one of them.
+    /// Ids come from our own tokenizer and windows, so a failure here means a
+    /// mismatched tokenizer and model, or a windowing bug.
     fn forward(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let rows = self.vocab_rows();
+        if let Some(id) = sequences.iter().flatten().find(|id| **id as usize >= rows) {
+            return Err(EmbedError::format(format!(
+                "token id {id} outside the embedding table ({rows} rows)"
+            )));
+        }
+        let max_positions = self.max_positions();
+        if let Some(sequence) = sequences
+            .iter()
+            .find(|s| s.is_empty() || s.len() > max_positions)
+        {
+            return Err(EmbedError::format(format!(
+                "a sequence of {} tokens (1..={max_positions} allowed)",
+                sequence.len()
+            )));
+        }
         match self {
             Self::Q4(encoder) => encoder.forward(sequences),
             // Run candle's forward on a worker of the rayon pool: its

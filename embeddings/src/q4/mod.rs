@@ -224,34 +224,19 @@ impl Q4Encoder {
         self.max_positions
     }
 
+    pub(crate) fn vocab_rows(&self) -> usize {
+        self.words.rows()
+    }
+
     pub(crate) fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
     }
 
-    /// Runs the encoder on token sequences (specials included, each at most
-    /// `max_positions` long) and returns one mean-pooled, *unnormalised*
-    /// vector per sequence.
+    /// Runs the encoder on token sequences (specials included, each of
+    /// 1..=`max_positions` ids below the table's rows, as `Network::forward`
+    /// checks) and returns one mean-pooled, *unnormalised* vector per
+    /// sequence.
     pub(crate) fn forward(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if let Some(id) = sequences
-            .iter()
-            .flatten()
-            .find(|id| **id as usize >= self.words.rows())
-        {
-            return Err(EmbedError::format(format!(
-                "token id {id} outside the embedding table ({} rows)",
-                self.words.rows()
-            )));
-        }
-        if let Some(sequence) = sequences
-            .iter()
-            .find(|s| s.is_empty() || s.len() > self.max_positions)
-        {
-            return Err(EmbedError::format(format!(
-                "a sequence of {} tokens (1..={} allowed)",
-                sequence.len(),
-                self.max_positions
-            )));
-        }
         if sequences.is_empty() {
             return Ok(Vec::new());
         }
@@ -315,18 +300,7 @@ impl Q4Encoder {
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn work_avx2(
-        &self,
-        batch: &Batch,
-        range: Range<usize>,
-        exchange: &Exchange<'_>,
-    ) -> Result<PartialPool, WorkerFailed> {
-        self.work(batch, range, exchange)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
     unsafe fn work_avx2(
         &self,
         batch: &Batch,
