@@ -194,11 +194,12 @@ pub fn router(
         )?);
     }
     Ok(app
-        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        // Outside the timeout, so a request it ends is counted as its 503.
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -625,7 +625,6 @@ impl KnowledgeBase {
         if let Some(vector) = self.embeddings.lock().get(text) {
             return Ok(vector.clone());
         }
-        tracing::debug!(text, "query embedding (cache miss)");
         let vector = self.embedder.embed_query(text).await?;
         self.embeddings.lock().put(text.to_owned(), vector.clone());
         Ok(vector)
