@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 scripts/fetch-models.sh --test
 cargo fmt --all --check
 
+# The end-to-end tests log to target/test-logs/; start from none, so the
+# check below reads this run's logs only.
+rm -rf target/test-logs
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
@@ -18,4 +22,6 @@ cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # with nothing in it; close with the totals so the summary is what counts.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# No log line of the run may hold a phone number or a test secret.
+scripts/check-test-logs.sh || status=1
 exit "$status"

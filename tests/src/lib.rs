@@ -68,9 +68,51 @@ pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine
     Ok(engine)
 }
 
+/// Where each end-to-end test binary writes its log: one file per process
+/// under `target/test-logs/`. `scripts/check-test-logs.sh` greps them after
+/// a full test run for phone numbers and the tests' secrets.
+pub fn test_log_dir() -> PathBuf {
+    root().join("target").join("test-logs")
+}
+
+/// Sends this process's `tracing` events to its file under
+/// [`test_log_dir`], once per process: wenke's own crates at `trace` (the
+/// most any operator could turn on), everything else at `info`. Logging
+/// that cannot start is reported and the test goes on: the log check then
+/// fails for want of logs, not this test.
+pub fn capture_logs() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let dir = test_log_dir();
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "tests".into());
+        let path = dir.join(format!("{binary}.{}.log", std::process::id()));
+        let file = match std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&path)) {
+            Ok(file) => file,
+            Err(error) => {
+                eprintln!("no test log at {}: {error}", path.display());
+                return;
+            }
+        };
+        let filter = "info,bot=trace,kb=trace,webhooks=trace,embeddings=trace,prompts=trace,\
+                      tower_http=trace,qdrant_edge=warn";
+        let installed = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+        if let Err(error) = installed {
+            eprintln!("no test log: {error}");
+        }
+    });
+}
+
 /// An engine over whatever the embedded store in `dir` holds, with
 /// sessions in memory.
 pub async fn engine_on(dir: &Path) -> anyhow::Result<Arc<Engine>> {
+    capture_logs();
     let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
         model_path: model_dir().join("multilingual-e5-small-q4"),
         ..Default::default()

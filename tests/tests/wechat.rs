@@ -9,7 +9,7 @@ use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::crypto::{MessageCrypto, url_signature};
 use webhooks::wechat::xml::{InboundKind, parse_envelope, parse_message};
 
-const TOKEN: &str = "wenke-test";
+const TOKEN: &str = "wechat-token-for-tests";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APP_ID: &str = "wx0123456789abcdef";
 const CORP_ID: &str = "ww0123456789abcdef";
