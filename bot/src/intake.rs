@@ -1190,4 +1190,105 @@ mod tests {
             failures.join("\n")
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// How filing conversations open.
+        const OPENERS: &[&str] = &[
+            "我们厂锂电池隔膜良品率低，想找专家攻关，预算20万左右，三个月内解决",
+            "我们泡菜厂的袋装泡菜放一两个月就胀袋，退货很多，想找人把这个问题解决了",
+            "你好，想发布一个需求",
+            "我们想做川芎规范化种植，但连作以后根腐病重、产量掉得厉害",
+        ];
+
+        /// What people send while a form is open: answers to every slot,
+        /// corrections, malformed values, chatter, confirmations and
+        /// cancellations.
+        const MESSAGES: &[&str] = &[
+            "宜宾",
+            "眉山东坡区",
+            "四川",
+            "宜宾示例隔膜材料有限公司",
+            "张工 13800012345",
+            "李红",
+            "138000123",
+            "13800034567",
+            "50万以内",
+            "三五万",
+            "很多钱",
+            "年底前",
+            "越快越好",
+            "没有期限",
+            "新材料",
+            "预算改成50万",
+            "是德阳不是绵阳",
+            "地区写错了",
+            "确认",
+            "对的，提交吧",
+            "取消",
+            "算了，取消",
+            "嗯",
+            "洋芋叶子发黑咋个办",
+            "",
+        ];
+
+        fn message() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => proptest::sample::select(MESSAGES).prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        proptest! {
+            /// Whatever is sent: a form asks for a slot that is missing,
+            /// shows the summary only when nothing is, files only when
+            /// "确认" answers the summary and everything is valid, and ends
+            /// only on a cancel word.
+            #[test]
+            fn a_form_files_only_a_confirmed_complete_demand(
+                opener in proptest::sample::select(OPENERS),
+                messages in proptest::collection::vec(message(), 0..14),
+            ) {
+                let (words, regions) = context();
+                let context = IntakeContext { words: &words, regions, today: date!(2026 - 11 - 20) };
+                let (mut form, mut step) = Form::start("f".into(), FormKind::Demand, opener, &context);
+                for (answered, message) in messages.iter().enumerate() {
+                    match &step {
+                        Step::Ask { slot, .. } if !form.confirming => {
+                            let missing = form.missing_slots();
+                            prop_assert_eq!(missing.first(), Some(slot));
+                        }
+                        Step::Ask { .. } => {}
+                        Step::Confirm { .. } => {
+                            prop_assert!(form.confirming);
+                            prop_assert!(form.missing_slots().is_empty());
+                        }
+                        Step::File | Step::Cancelled => break,
+                    }
+                    if let Some(phone) = &form.draft.phone {
+                        prop_assert!(phone.len() == 11 && phone.starts_with('1')
+                            && phone.chars().all(|c| c.is_ascii_digit()), "{}", phone);
+                    }
+                    if let Some(city) = &form.draft.city {
+                        prop_assert!(regions.cities().contains(city), "{}", city);
+                    }
+                    let was_confirming = form.confirming;
+                    step = form.answer(message, &context);
+                    prop_assert_eq!(form.turns as usize, answered + 2);
+                    match &step {
+                        Step::File => {
+                            prop_assert!(was_confirming, "filed without the summary");
+                            prop_assert!(words.is_confirm(message), "{}", message);
+                            let demand = form.demand();
+                            prop_assert!(demand.is_some(), "{:?}", form.draft);
+                        }
+                        Step::Cancelled => prop_assert!(words.is_cancel(message), "{}", message),
+                        Step::Ask { .. } | Step::Confirm { .. } => {}
+                    }
+                }
+            }
+        }
+    }
 }
