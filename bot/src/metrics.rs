@@ -16,19 +16,26 @@
 //! - `wenke_engine_step_duration_seconds{step}`: `vector` (the message's
 //!   query vector, a cache hit or one embedding) and `search` (the
 //!   knowledge-base search after it).
+//! - `wenke_embedding_queue_depth` and `wenke_turn_log_pending`: query
+//!   texts waiting for the embedding thread and turns waiting for the turn
+//!   log's writer, read at scrape time. A queue that keeps growing is an
+//!   instance past its capacity.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::Engine;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -82,6 +89,8 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram>,
     replies: Family<ReplyLabels, Counter>,
     step_seconds: Family<StepLabels, Histogram>,
+    embedding_queue: Gauge,
+    turn_log_pending: Gauge,
 }
 
 impl Metrics {
@@ -113,12 +122,26 @@ impl Metrics {
             "Time of the engine's steps: the query vector and the search",
             step_seconds.clone(),
         );
+        let embedding_queue = Gauge::default();
+        registry.register(
+            "wenke_embedding_queue_depth",
+            "Query texts waiting for the embedding thread",
+            embedding_queue.clone(),
+        );
+        let turn_log_pending = Gauge::default();
+        registry.register(
+            "wenke_turn_log_pending",
+            "Turns waiting for the turn log's writer",
+            turn_log_pending.clone(),
+        );
         Self {
             registry,
             requests,
             request_seconds,
             replies,
             step_seconds,
+            embedding_queue,
+            turn_log_pending,
         }
     }
 
@@ -167,6 +190,10 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+fn saturating_i64(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
 /// Middleware that counts and times every request by its matched route.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request
@@ -179,9 +206,17 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics`.
-pub async fn serve() -> Response {
-    match global().encode() {
+/// `GET /metrics`. The queue gauges are read from the engine at scrape time
+/// rather than kept up to date on every change.
+pub async fn serve(State(engine): State<Arc<Engine>>) -> Response {
+    let metrics = global();
+    metrics
+        .embedding_queue
+        .set(saturating_i64(engine.kb().embedder().queued_queries()));
+    metrics
+        .turn_log_pending
+        .set(saturating_i64(engine.turns().pending()));
+    match metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

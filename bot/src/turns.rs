@@ -213,6 +213,11 @@ impl TurnLog {
             .map_err(|_| TurnLogError::WriterStopped)
     }
 
+    /// How many turns (and flush requests) wait in the writer's queue.
+    pub fn pending(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Waits until every turn queued so far is durable.
     pub async fn flush(&self) -> Result<(), TurnLogError> {
         let (done, wait) = oneshot::channel();

@@ -6,6 +6,7 @@
 //! itself while the previous batch computes: no timer to tune.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -20,32 +21,49 @@ struct Request {
 
 pub(crate) struct QueryBatcher {
     sender: mpsc::Sender<Request>,
+    /// Queries sent and not yet taken into a batch: the queue depth.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl QueryBatcher {
     /// Starts the worker thread; it ends when the batcher is dropped.
     pub(crate) fn start(model: Arc<EmbeddingModel>, max_batch: usize) -> Self {
         let (sender, receiver) = mpsc::channel::<Request>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&waiting);
         let spawned = std::thread::Builder::new()
             .name("embed-queries".to_owned())
-            .spawn(move || run_worker(&model, &receiver, max_batch));
+            .spawn(move || run_worker(&model, &receiver, max_batch, &taken));
         if let Err(error) = spawned {
             // Without the thread every submit fails with WorkerStopped, which callers report.
             tracing::error!(%error, "could not start the query embedding thread");
         }
-        Self { sender }
+        Self { sender, waiting }
     }
 
     pub(crate) async fn submit(&self, text: String) -> Result<Embedding, EmbedError> {
         let (reply, response) = oneshot::channel();
-        self.sender
-            .send(Request { text, reply })
-            .map_err(|_| EmbedError::WorkerStopped)?;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(Request { text, reply }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(EmbedError::WorkerStopped);
+        }
         response.await.map_err(|_| EmbedError::WorkerStopped)?
+    }
+
+    /// How many queries wait for the worker (not counting the batch it is
+    /// computing).
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 }
 
-fn run_worker(model: &EmbeddingModel, receiver: &mpsc::Receiver<Request>, max_batch: usize) {
+fn run_worker(
+    model: &EmbeddingModel,
+    receiver: &mpsc::Receiver<Request>,
+    max_batch: usize,
+    waiting: &AtomicUsize,
+) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -54,6 +72,7 @@ fn run_worker(model: &EmbeddingModel, receiver: &mpsc::Receiver<Request>, max_ba
                 Err(_) => break,
             }
         }
+        waiting.fetch_sub(batch.len(), Ordering::Relaxed);
         let texts: Vec<&str> = batch.iter().map(|request| request.text.as_str()).collect();
         match model.embed(&texts, TextKind::Query) {
             Ok(vectors) => {

@@ -172,6 +172,12 @@ impl Embedder {
         self.batcher.submit(text.to_owned()).await
     }
 
+    /// How many queries wait for the micro-batching thread right now (not
+    /// counting the batch it is computing): the queue a busy server builds.
+    pub fn queued_queries(&self) -> usize {
+        self.batcher.waiting()
+    }
+
     /// Embeds many passages on a blocking thread.
     pub async fn embed_passages(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
         let model = Arc::clone(&self.model);
