@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -34,6 +35,24 @@ pub struct StoreArgs {
         global = true
     )]
     pub collection_prefix: String,
+    /// How long one request to the Qdrant server may take, in milliseconds,
+    /// before it fails (and a user is asked to try again later).
+    #[arg(
+        long,
+        env = "WENKE_QDRANT_TIMEOUT_MS",
+        default_value_t = 3000,
+        global = true
+    )]
+    pub qdrant_timeout_ms: u64,
+    /// Shards of each collection wenke creates on the Qdrant server (when
+    /// unset, the server's default: one per node of a cluster, one on a
+    /// single node). Existing collections keep theirs.
+    #[arg(long, env = "WENKE_QDRANT_SHARDS", global = true)]
+    pub qdrant_shards: Option<u32>,
+    /// Copies of each shard on the Qdrant cluster (the server's default, 1,
+    /// when unset); 2 survives the loss of a node.
+    #[arg(long, env = "WENKE_QDRANT_REPLICATION_FACTOR", global = true)]
+    pub qdrant_replication_factor: Option<u32>,
     /// The model directory.
     #[arg(long, env = "WENKE_MODEL_DIR", default_value = "models", global = true)]
     pub model_dir: PathBuf,
@@ -61,9 +80,11 @@ impl StoreArgs {
     pub fn open_store(&self) -> anyhow::Result<Arc<dyn PointStore>> {
         Ok(match self.qdrant_url() {
             Some(url) => Arc::new(ServerStore::connect(&ServerConfig {
-                url: url.to_owned(),
                 api_key: self.qdrant_api_key.clone(),
-                prefix: self.collection_prefix.clone(),
+                timeout: Duration::from_millis(self.qdrant_timeout_ms),
+                shards: self.qdrant_shards,
+                replication_factor: self.qdrant_replication_factor,
+                ..ServerConfig::new(url, self.collection_prefix.clone())
             })?),
             None => {
                 let root = self.data_dir.join("qdrant");

@@ -59,9 +59,8 @@ fn stores() -> Vec<TestStore> {
             name: "server",
             store: Arc::new(
                 ServerStore::connect(&ServerConfig {
-                    url,
                     api_key: std::env::var("QDRANT_API_KEY").ok(),
-                    prefix: format!("test_{}_", uuid::Uuid::new_v4().simple()),
+                    ..ServerConfig::new(url, format!("test_{}_", uuid::Uuid::new_v4().simple()))
                 })
                 .expect("connect"),
             ),

@@ -374,9 +374,8 @@ async fn server_store_passes_the_suite() {
     let prefix = format!("test_{}_", Uuid::new_v4().simple());
     let store = Arc::new(
         ServerStore::connect(&ServerConfig {
-            url,
             api_key: std::env::var("QDRANT_API_KEY").ok(),
-            prefix,
+            ..ServerConfig::new(url, prefix)
         })
         .expect("connect"),
     );

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
@@ -33,12 +35,44 @@ pub struct ServerConfig {
     /// Prefix of every collection and alias name, so several deployments
     /// (or test runs) can share one server.
     pub prefix: String,
+    /// How long one request may take before it fails. Readers answer users
+    /// inside a channel's budget (WeChat's is 5 s), so a slow cluster must
+    /// fail a request rather than hold the reply.
+    pub timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// Shards of each collection this store creates (`None`: the server's
+    /// default: one per node of a cluster at creation, one on a single
+    /// node). Set at creation; an existing collection keeps its own.
+    pub shards: Option<u32>,
+    /// Copies of each shard on different nodes (`None`: the server's
+    /// default, one). With 2, a collection survives the loss of a node.
+    pub replication_factor: Option<u32>,
+}
+
+impl ServerConfig {
+    /// Settings for the server at `url` with collection names prefixed by
+    /// `prefix`: no API key, a 3 s request and 1 s connect timeout, the
+    /// server's default shards and replication.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            api_key: None,
+            prefix: prefix.into(),
+            timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            shards: None,
+            replication_factor: None,
+        }
+    }
 }
 
 /// The store on a Qdrant server.
 pub struct ServerStore {
     client: Qdrant,
     prefix: String,
+    shards: Option<u32>,
+    replication_factor: Option<u32>,
 }
 
 fn server_error(e: impl std::fmt::Display) -> StoreError {
@@ -48,13 +82,18 @@ fn server_error(e: impl std::fmt::Display) -> StoreError {
 impl ServerStore {
     /// Connects (lazily: the first call reaches the server).
     pub fn connect(config: &ServerConfig) -> Result<Self, StoreError> {
-        let mut builder = Qdrant::from_url(&config.url).skip_compatibility_check();
+        let mut builder = Qdrant::from_url(&config.url)
+            .skip_compatibility_check()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout);
         if let Some(key) = &config.api_key {
             builder = builder.api_key(key.clone());
         }
         Ok(Self {
             client: builder.build().map_err(server_error)?,
             prefix: config.prefix.clone(),
+            shards: config.shards,
+            replication_factor: config.replication_factor,
         })
     }
 
@@ -150,6 +189,12 @@ impl PointStore for ServerStore {
                 );
             }
             let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
+            if let Some(shards) = self.shards {
+                create = create.shard_number(shards);
+            }
+            if let Some(copies) = self.replication_factor {
+                create = create.replication_factor(copies);
+            }
             if spec.lexical {
                 let mut sparse = SparseVectorsConfigBuilder::default();
                 sparse.add_named_vector_params(
