@@ -12,6 +12,15 @@
 //! client is its own user, so rate limits apply per client as in real use;
 //! start the server with a high `--rate-limit` for the bench.
 //!
+//! `realistic` mixes what real traffic holds: 70% science questions drawn
+//! with Zipf-distributed popularity from the answerable dev-set questions
+//! (a few are asked very often, most rarely), 10% follow-ups to the
+//! client's last question ("那打啥子药", from `bot/eval/followups.jsonl`),
+//! 10% turns of demand-filing conversations (`bot/eval/intake.jsonl`, each
+//! conversation by its own user, to the end: filing included), and 10%
+//! questions the knowledge base cannot answer. It reports each share's
+//! latency on its own.
+//!
 //! The WeChat target signs every message with the account's token and, when
 //! an EncodingAESKey is given, sends it in safe mode and decrypts the
 //! passive reply; a reply of `success` (the answer missed the budget) counts
@@ -34,6 +43,9 @@ pub enum Mix {
     Fresh,
     /// Five questions, over and over.
     Repeated,
+    /// 70% questions with Zipf-distributed repeats, 10% follow-ups, 10%
+    /// demand-filing turns, 10% unanswerable questions.
+    Realistic,
 }
 
 /// Which endpoint the clients load.
@@ -70,24 +82,202 @@ pub struct ChatBenchConfig {
     pub duration: Duration,
     /// Which questions.
     pub mix: Mix,
-    /// Dev-set files (`{"question": …}` per line).
+    /// Dev-set files (`{"question": …, "expected": key or null}` per line).
     pub question_files: Vec<PathBuf>,
+    /// Follow-up conversations (`{"turns": […]}` per line), for the
+    /// realistic mix.
+    pub followup_file: PathBuf,
+    /// Scripted filing conversations (`{"turns": […]}` per line), for the
+    /// realistic mix.
+    pub intake_file: PathBuf,
 }
 
-fn questions(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+/// One dev-set question.
+struct DevQuestion {
+    text: String,
+    /// The set names an entry that answers it (`expected` is not null).
+    answerable: bool,
+}
+
+fn jsonl(file: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| format!("{}:{}", file.display(), i + 1))
+        })
+        .collect()
+}
+
+fn questions(files: &[PathBuf]) -> anyhow::Result<Vec<DevQuestion>> {
     let mut questions = Vec::new();
     for file in files {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let case: serde_json::Value = serde_json::from_str(line)?;
+        for case in jsonl(file)? {
             if let Some(question) = case["question"].as_str() {
-                questions.push(question.to_owned());
+                questions.push(DevQuestion {
+                    text: question.to_owned(),
+                    answerable: !case["expected"].is_null(),
+                });
             }
         }
     }
     anyhow::ensure!(!questions.is_empty(), "no questions in {files:?}");
     Ok(questions)
+}
+
+/// The `turns` of each conversation in a file.
+fn conversations(file: &PathBuf) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut all = Vec::new();
+    for case in jsonl(file)? {
+        let turns: Vec<String> = case["turns"]
+            .as_array()
+            .map(|turns| {
+                turns
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !turns.is_empty() {
+            all.push(turns);
+        }
+    }
+    anyhow::ensure!(!all.is_empty(), "no conversations in {}", file.display());
+    Ok(all)
+}
+
+/// What the realistic mix draws from.
+struct RealisticPools {
+    /// Answerable questions, most popular first.
+    popular: Vec<String>,
+    /// `zipf_cumulative[r]`: the chance of drawing one of ranks `0..=r`.
+    zipf_cumulative: Vec<f64>,
+    unanswerable: Vec<String>,
+    followups: Vec<String>,
+    intake: Vec<Vec<String>>,
+}
+
+impl RealisticPools {
+    fn load(config: &ChatBenchConfig, questions: Vec<DevQuestion>) -> anyhow::Result<Self> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let (answerable, unanswerable): (Vec<_>, Vec<_>) =
+            questions.into_iter().partition(|q| q.answerable);
+        let mut popular: Vec<String> = answerable.into_iter().map(|q| q.text).collect();
+        let unanswerable: Vec<String> = unanswerable.into_iter().map(|q| q.text).collect();
+        anyhow::ensure!(
+            !popular.is_empty() && !unanswerable.is_empty(),
+            "the realistic mix needs answerable and unanswerable questions"
+        );
+        // Popularity must not follow the files' topic order; a fixed seed
+        // keeps runs comparable.
+        popular.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+        let followups: Vec<String> = conversations(&config.followup_file)?
+            .into_iter()
+            .flat_map(|turns| turns.into_iter().skip(1))
+            .collect();
+        let intake = conversations(&config.intake_file)?;
+        Ok(Self {
+            zipf_cumulative: zipf_cumulative(popular.len(), 1.0),
+            popular,
+            unanswerable,
+            followups,
+            intake,
+        })
+    }
+
+    /// A popular question: rank `r` with probability ∝ 1 / (r + 1).
+    fn popular_question(&self) -> &str {
+        // Inverse-CDF lookup over precomputed sums: rand_distr's Zipf would
+        // be a new dependency for this one line.
+        let u: f64 = rand::random();
+        let rank = self
+            .zipf_cumulative
+            .partition_point(|c| *c < u)
+            .min(self.popular.len() - 1);
+        &self.popular[rank]
+    }
+}
+
+/// Cumulative probabilities of a Zipf law with exponent `s` over `n` ranks.
+fn zipf_cumulative(n: usize, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (1..=n).map(|rank| 1.0 / (rank as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut sum = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            sum += w / total;
+            sum
+        })
+        .collect()
+}
+
+/// The share of the realistic mix a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Share {
+    Question,
+    Followup,
+    Demand,
+    Unanswerable,
+}
+
+/// One client's place in its conversations, for the realistic mix.
+#[derive(Default)]
+struct ClientState {
+    /// The user who asked the client's last science question: follow-ups
+    /// come from them, whatever other users sent in between (a client
+    /// stands for many people).
+    asker: Option<String>,
+    /// The filing conversation under way: its user, script and next turn.
+    filing: Option<(String, usize, usize)>,
+    users: usize,
+}
+
+impl ClientState {
+    fn new_user(&mut self, client_user: &str) -> String {
+        self.users += 1;
+        format!("{client_user}-{}", self.users)
+    }
+
+    /// The next message of the realistic mix: its share, user and text.
+    fn next(&mut self, pools: &RealisticPools, client_user: &str) -> (Share, String, String) {
+        let draw: f64 = rand::random();
+        if draw >= 0.9 {
+            let text = &pools.unanswerable[rand::random_range(0..pools.unanswerable.len())];
+            return (
+                Share::Unanswerable,
+                self.new_user(client_user),
+                text.clone(),
+            );
+        }
+        if draw >= 0.8 {
+            let (user, script, turn) = match self.filing.take() {
+                Some(filing) => filing,
+                None => (
+                    self.new_user(client_user),
+                    rand::random_range(0..pools.intake.len()),
+                    0,
+                ),
+            };
+            let turns = &pools.intake[script];
+            if turn + 1 < turns.len() {
+                self.filing = Some((user.clone(), script, turn + 1));
+            }
+            return (Share::Demand, user, turns[turn].clone());
+        }
+        if draw >= 0.7
+            && let Some(user) = self.asker.clone()
+        {
+            let text = &pools.followups[rand::random_range(0..pools.followups.len())];
+            return (Share::Followup, user, text.clone());
+        }
+        let user = self.new_user(client_user);
+        self.asker = Some(user.clone());
+        (Share::Question, user, pools.popular_question().to_owned())
+    }
 }
 
 /// Openers and closers people put around a question; each pair makes the
@@ -126,7 +316,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the load and prints throughput and latency percentiles.
 pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
-    let mut pool = questions(&config.question_files)?;
+    let dev_questions = questions(&config.question_files)?;
+    let (realistic, mut pool) = if config.mix == Mix::Realistic {
+        let pools = RealisticPools::load(config, dev_questions)?;
+        let popular = pools.popular.clone();
+        (Some(Arc::new(pools)), popular)
+    } else {
+        let texts: Vec<String> = dev_questions.into_iter().map(|q| q.text).collect();
+        (None, texts)
+    };
     if config.mix == Mix::Repeated {
         pool.truncate(5);
     }
@@ -159,31 +357,45 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
         let base = base.clone();
         let wechat = wechat.clone();
         let pool = Arc::clone(&pool);
+        let realistic = realistic.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut shares: std::collections::BTreeMap<Share, (Vec<f64>, usize)> =
+                Default::default();
+            let mut state = ClientState::default();
             let mut next = match mix {
-                Mix::Fresh => 0,
+                Mix::Fresh | Mix::Realistic => 0,
                 Mix::Distinct | Mix::Repeated => index * pool.len() / clients,
             };
             let client_user = format!("bench-{run_id}-{index}");
             while Instant::now() < deadline {
-                let question = match mix {
-                    // Clients take interleaved indexes, so no two send one text.
-                    Mix::Fresh => fresh_question(&pool, next * clients + index),
-                    Mix::Distinct | Mix::Repeated => pool[next % pool.len()].clone(),
-                };
-                let question = &question;
-                next += 1;
                 // Dev-set questions are unrelated to each other: in the
                 // distinct mix each comes from a new user, so one question
                 // routed to a demand does not turn the next ones into
                 // answers of a filing form.
-                let user = match mix {
-                    Mix::Distinct | Mix::Fresh => format!("{client_user}-{next}"),
-                    Mix::Repeated => client_user.clone(),
+                let (share, user, question) = match (mix, &realistic) {
+                    (Mix::Realistic, Some(pools)) => state.next(pools, &client_user),
+                    // Clients take interleaved indexes, so no two send one text.
+                    (Mix::Fresh, _) => (
+                        Share::Question,
+                        format!("{client_user}-{next}"),
+                        fresh_question(&pool, next * clients + index),
+                    ),
+                    (Mix::Repeated, _) => (
+                        Share::Question,
+                        client_user.clone(),
+                        pool[next % pool.len()].clone(),
+                    ),
+                    _ => (
+                        Share::Question,
+                        format!("{client_user}-{next}"),
+                        pool[next % pool.len()].clone(),
+                    ),
                 };
+                let question = &question;
+                next += 1;
                 let started = Instant::now();
                 let outcome = match &wechat {
                     None => web_request(&client, &base, &user, question).await,
@@ -193,28 +405,39 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                     }
                 };
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                let share = shares.entry(share).or_default();
                 match outcome {
                     Some(kind) => {
                         if kind != "late" {
                             latencies.push(elapsed);
+                            share.0.push(elapsed);
                         }
                         *kinds.entry(kind).or_default() += 1;
                     }
-                    None => errors += 1,
+                    None => {
+                        errors += 1;
+                        share.1 += 1;
+                    }
                 }
             }
-            (latencies, errors, kinds)
+            (latencies, errors, kinds, shares)
         }));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut shares: std::collections::BTreeMap<Share, (Vec<f64>, usize)> = Default::default();
     for task in tasks {
-        let (mut l, e, k) = task.await?;
+        let (mut l, e, k, s) = task.await?;
         latencies.append(&mut l);
         errors += e;
         for (kind, n) in k {
             *kinds.entry(kind).or_default() += n;
+        }
+        for (share, (mut l, e)) in s {
+            let total = shares.entry(share).or_default();
+            total.0.append(&mut l);
+            total.1 += e;
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -237,6 +460,18 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(0.0)
     );
     println!("reply kinds: {kinds:?}");
+    if config.mix == Mix::Realistic {
+        for (share, (mut latencies, errors)) in shares {
+            latencies.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "  {share:?}: {} replies, {errors} errors; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+                latencies.len(),
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.95),
+                percentile(&latencies, 0.99),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -318,6 +553,65 @@ async fn wechat_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zipf_ranks_are_drawn_by_popularity() {
+        let cumulative = zipf_cumulative(100, 1.0);
+        assert!((cumulative[99] - 1.0).abs() < 1e-9);
+        // Rank 1 is twice as likely as rank 2, ten times rank 10.
+        let p = |r: usize| cumulative[r] - if r == 0 { 0.0 } else { cumulative[r - 1] };
+        assert!((p(0) / p(1) - 2.0).abs() < 1e-9);
+        assert!((p(0) / p(9) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_realistic_mix_keeps_its_shares_and_conversations() {
+        let pools = RealisticPools {
+            popular: (0..50).map(|i| format!("q{i}")).collect(),
+            zipf_cumulative: zipf_cumulative(50, 1.0),
+            unanswerable: vec!["u".into()],
+            followups: vec!["f".into()],
+            intake: vec![vec!["d0".into(), "d1".into(), "d2".into()]],
+        };
+        let mut state = ClientState::default();
+        let mut counts: std::collections::BTreeMap<Share, usize> = Default::default();
+        let mut last_asker = None;
+        let mut filing: Option<(String, usize)> = None;
+        for _ in 0..20_000 {
+            let (share, user, text) = state.next(&pools, "c");
+            *counts.entry(share).or_default() += 1;
+            match share {
+                // A follow-up comes from the user who asked last.
+                Share::Followup => assert_eq!(Some(&user), last_asker.as_ref()),
+                // A filing conversation goes turn by turn, by one user.
+                Share::Demand => {
+                    let turn = match filing.take() {
+                        Some((filer, turn)) => {
+                            assert_eq!(filer, user);
+                            turn
+                        }
+                        None => 0,
+                    };
+                    assert_eq!(text, format!("d{turn}"));
+                    if turn < 2 {
+                        filing = Some((user.clone(), turn + 1));
+                    }
+                }
+                Share::Question | Share::Unanswerable => {}
+            }
+            if share == Share::Question {
+                last_asker = Some(user);
+            }
+        }
+        let share = |s: Share| counts.get(&s).copied().unwrap_or(0) as f64 / 20_000.0;
+        assert!((0.67..0.73).contains(&share(Share::Question)), "{counts:?}");
+        assert!((0.08..0.12).contains(&share(Share::Followup)), "{counts:?}");
+        assert!((0.08..0.12).contains(&share(Share::Demand)), "{counts:?}");
+        assert!(
+            (0.08..0.12).contains(&share(Share::Unanswerable)),
+            "{counts:?}"
+        );
+    }
 
     #[test]
     fn the_fresh_mix_sends_no_text_twice_for_40_laps() {

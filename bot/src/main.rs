@@ -141,6 +141,12 @@ enum BenchCommand {
         /// Dev-set files to take questions from.
         #[arg(long, default_values = ["kb/eval/dev-public.jsonl", "kb/eval/dev-agri-core.jsonl"])]
         questions: Vec<PathBuf>,
+        /// Follow-up conversations, for the realistic mix.
+        #[arg(long, default_value = "bot/eval/followups.jsonl")]
+        followups: PathBuf,
+        /// Scripted filing conversations, for the realistic mix.
+        #[arg(long, default_value = "bot/eval/intake.jsonl")]
+        intake: PathBuf,
         /// Which endpoint: the web chat API or the WeChat endpoint.
         #[arg(long, value_enum, default_value = "web")]
         target: bench_chat::Target,
@@ -310,6 +316,8 @@ fn main() -> anyhow::Result<()> {
             seconds,
             mix,
             questions,
+            followups,
+            intake,
             target,
             wechat_token,
             wechat_aes_key,
@@ -338,6 +346,8 @@ fn main() -> anyhow::Result<()> {
             duration: std::time::Duration::from_secs(seconds),
             mix,
             question_files: questions,
+            followup_file: followups,
+            intake_file: intake,
         })),
         Command::Bench(BenchCommand::Console {
             turns,
