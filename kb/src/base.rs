@@ -53,6 +53,12 @@ const MAX_NEEDLE_TERMS: usize = 16;
 const REVISIONS: &str = "revisions";
 const JOURNAL: &str = "journal";
 const INDEX_ALIAS: &str = "index";
+/// The version of what the analyzer stores in index points (canonical
+/// forms, lexical tokens, embedding texts). Bump it when normalisation,
+/// segmentation or the shipped dictionaries change what a stored text
+/// becomes, so every index built before is rebuilt on open. 2: digits
+/// no longer fold ("1000" stayed "10").
+const INDEX_TEXT_VERSION: u32 = 2;
 /// Typical token count of a phrasing and of an answer, for BM25 length normalisation.
 const PHRASING_AVERAGE_TOKENS: f32 = 8.0;
 const ANSWER_AVERAGE_TOKENS: f32 = 60.0;
@@ -525,7 +531,7 @@ pub struct EntryPage {
 impl KnowledgeBase {
     /// Opens the knowledge base on a store: creates missing collections,
     /// finishes any change a crash interrupted, and builds the search index
-    /// if it is missing or was made by another model.
+    /// if it is missing or was made by another model or text analysis.
     pub async fn open(
         store: Arc<dyn PointStore>,
         embedder: Embedder,
@@ -558,7 +564,7 @@ impl KnowledgeBase {
                 tracing::warn!(
                     index = other,
                     model = kb.embedder.model_id(),
-                    "search index was built by another model; re-indexing"
+                    "search index was built by another model or text analysis; re-indexing"
                 );
                 kb.reindex(&|_, _| {}).await?;
             }
@@ -593,8 +599,14 @@ impl KnowledgeBase {
         Ok(())
     }
 
+    /// The names of search indexes this knowledge base can use: built by
+    /// its model and by this version of the text analysis. An index of
+    /// another model or version is rebuilt when the KB opens.
     fn index_prefix(&self) -> String {
-        format!("index__{}__", slug(self.embedder.model_id()))
+        format!(
+            "index__{}__t{INDEX_TEXT_VERSION}__",
+            slug(self.embedder.model_id())
+        )
     }
 
     /// The analyzer in use.

@@ -14,7 +14,8 @@ use serde::Serialize;
 /// Normalises user or editor text: full-width ASCII and the ideographic space
 /// to half-width, traditional to simplified characters, ASCII lower-cased,
 /// decoration (emoji, symbols, control characters) removed, runs of the same
-/// punctuation or of one repeated character (≥ 3) collapsed, white space folded.
+/// punctuation or of one repeated character (≥ 3, digits excepted) collapsed,
+/// white space folded.
 pub fn normalise(text: &str) -> String {
     let half_width: String = text.chars().map(to_half_width).collect();
     let simplified = fast2s::convert(&half_width);
@@ -34,7 +35,8 @@ pub fn normalise(text: &str) -> String {
         let c = run[0];
         // Repeated spaces and punctuation fold to one; a character repeated three
         // or more times ("好好好好") folds to one, while doubled words (看看) stay.
-        let keep = if c == ' ' || is_punctuation(c) || run.len() >= 3 {
+        // Digits never fold: "稀释1000倍" is not "稀释10倍".
+        let keep = if c == ' ' || is_punctuation(c) || (run.len() >= 3 && !is_digit(c)) {
             1
         } else {
             run.len()
@@ -42,6 +44,12 @@ pub fn normalise(text: &str) -> String {
         out.extend(std::iter::repeat_n(c, keep));
     }
     out.trim().to_owned()
+}
+
+/// A digit of a number as people write it: ASCII (full-width ones are
+/// already half-width here) or the zero of Chinese numerals (二〇〇〇年).
+fn is_digit(c: char) -> bool {
+    c.is_ascii_digit() || c == '〇' || c == '零'
 }
 
 /// Full-width ASCII and the ideographic space to their half-width forms.
@@ -513,6 +521,8 @@ mod tests {
             ("🌾水稻🥔  怎么 种", "水稻 怎么 种"),
             ("好好好好", "好"),
             ("看看", "看看"),
+            ("稀释1000倍液，每亩3333株", "稀释1000倍液,每亩3333株"),
+            ("二〇〇〇年", "二〇〇〇年"),
             ("\u{3000}隔夜菜\u{7}", "隔夜菜"),
         ];
         for (input, expected) in cases {
