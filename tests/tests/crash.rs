@@ -489,18 +489,35 @@ fn import_round(answer: &str) -> Option<u64> {
     rest.trim_end_matches('。').parse().ok()
 }
 
-fn import_row(key: &str, slot: u64, round: u64) -> String {
+/// An import row about one crop, with one alternative phrasing.
+fn entry_row(
+    key: Option<&str>,
+    question: &str,
+    alternative: &str,
+    answer: &str,
+    crop: &str,
+) -> String {
     serde_json::json!({
         "external_key": key,
-        "question": format!("试验导入第{slot}号：玉米地里的{slot}号虫害怎么治？"),
-        "alt_questions": [format!("{slot}号玉米虫害用什么药")],
-        "answer": format!("请按当地农技站的建议用药。轮次：{round}。"),
+        "question": question,
+        "alt_questions": [alternative],
+        "answer": answer,
         "category": "农业种植",
-        "tags": ["玉米"],
-        "crops": ["玉米"],
+        "tags": [crop],
+        "crops": [crop],
         "source": {"organisation": "崩溃测试", "document": null, "url": null}
     })
     .to_string()
+}
+
+fn import_row(key: &str, slot: u64, round: u64) -> String {
+    entry_row(
+        Some(key),
+        &format!("试验导入第{slot}号：玉米地里的{slot}号虫害怎么治？"),
+        &format!("{slot}号玉米虫害用什么药"),
+        &format!("请按当地农技站的建议用药。轮次：{round}。"),
+        "玉米",
+    )
 }
 
 /// Imports three rows at a time, approved, rotating over [`IMPORT_KEYS`]
@@ -532,16 +549,13 @@ async fn import_forever(engine: Arc<Engine>, cycle: u32) -> anyhow::Result<()> {
 }
 
 fn workflow_content(cycle: u32, step: u64, revision: u32) -> anyhow::Result<EntryContent> {
-    let row = serde_json::json!({
-        "question": format!("试验流程第{cycle}批第{step}条：红苕育苗要注意啥子？"),
-        "alt_questions": [format!("第{cycle}批第{step}条甘薯育苗要点")],
-        "answer": format!("选无病种薯，控制苗床温度。第{revision}稿。"),
-        "category": "农业种植",
-        "tags": ["甘薯"],
-        "crops": ["甘薯"],
-        "source": {"organisation": "崩溃测试", "document": null, "url": null}
-    })
-    .to_string();
+    let row = entry_row(
+        None,
+        &format!("试验流程第{cycle}批第{step}条：红苕育苗要注意啥子？"),
+        &format!("第{cycle}批第{step}条甘薯育苗要点"),
+        &format!("选无病种薯，控制苗床温度。第{revision}稿。"),
+        "甘薯",
+    );
     let parsed = parse_jsonl(&row)
         .pop()
         .context("one row")?

@@ -6,7 +6,6 @@
 //! readers.
 
 use std::collections::HashMap;
-
 use std::time::Duration;
 
 use qdrant_client::Qdrant;
