@@ -1,0 +1,138 @@
+//! A Redis that stops answering: users get a fast, friendly "稍后再试"
+//! instead of a request that hangs past WeChat's budget, `/readyz` names
+//! the session store, and the service recovers when Redis answers again.
+//!
+//! The engine reaches the real Redis on this machine through a TCP relay
+//! in this test that can be switched to hold every byte, as a Redis stuck
+//! in a long command or a stalled network path would: TCP loses nothing,
+//! so what was sent arrives when the path moves again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bot::session::{RedisSessionStore, SessionStore};
+use bot::turns::TurnLog;
+use bot::{Engine, EngineConfig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP relay to `upstream` that forwards while `open` is set and holds
+/// every byte (in both directions) while it is not.
+async fn relay(upstream: String, open: Arc<AtomicBool>) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pump(client_read, server_write, Arc::clone(&open)));
+            tokio::spawn(pump(server_read, client_write, Arc::clone(&open)));
+        }
+    });
+    Ok(format!("redis://{addr}"))
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    open: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        while !open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn chat(base: &str, user: &str, text: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/chat"))
+        .json(&json!({ "user_id": user, "text": text }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Result<()> {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let upstream = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let open = Arc::new(AtomicBool::new(true));
+    let through_relay = relay(upstream, Arc::clone(&open)).await?;
+    let prefix = format!("wenke-test-{}:", uuid::Uuid::new_v4());
+    let sessions: Arc<dyn SessionStore> =
+        Arc::new(RedisSessionStore::connect(&through_relay, &prefix).await?);
+
+    let dir = tests::scratch_dir()?;
+    let seeded = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let kb = Arc::clone(seeded.kb());
+    let turns = TurnLog::open(kb.store()).await?;
+    let engine = Arc::new(Engine::open(kb, sessions, turns, EngineConfig::default()).await?);
+    let addr = tests::serve(engine).await?;
+    let base = format!("http://{addr}");
+
+    let (status, reply) = chat(&base, "farmer-1", "洋芋叶子发黑咋个办").await?;
+    assert_eq!(status, 200, "{reply}");
+
+    // Redis stops answering.
+    open.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    let (status, reply) = chat(&base, "farmer-2", "洋芋叶子发黑咋个办").await?;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("稍后再试"),
+        "{reply}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the user waited {took:?} for the error"
+    );
+    let ready = reqwest::get(format!("{base}/readyz")).await?;
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await?;
+    assert_eq!(body["points"], "ok", "{body}");
+    assert_ne!(body["sessions"], "ok", "{body}");
+
+    // Redis answers again: so does the service, within a few seconds.
+    open.store(true, Ordering::SeqCst);
+    let recovering = Instant::now();
+    loop {
+        let (status, reply) = chat(&base, "farmer-3", "洋芋叶子发黑咋个办").await?;
+        if status == 200 {
+            assert!(
+                reply["reply"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("晚疫病"),
+                "{reply}"
+            );
+            break;
+        }
+        assert!(
+            recovering.elapsed() < Duration::from_secs(10),
+            "still {status} 10 s after Redis came back: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
