@@ -100,6 +100,7 @@ async fn http_config(
 ) -> anyhow::Result<HttpConfig> {
     let reply_budget = Duration::from_millis(args.wechat_reply_budget_ms);
     let interim_text = engine.render("in_progress.j2", ())?;
+    let unavailable_text = engine.render("unavailable.j2", ())?;
     let console = bot::console::Console::open(
         Arc::clone(engine),
         bot::console::ConsoleConfig {
@@ -135,6 +136,7 @@ async fn http_config(
             reply_budget,
             service,
             interim_text: interim_text.clone(),
+            unavailable_text: unavailable_text.clone(),
         });
     }
     if let Some(token) = given(args.wecom_token) {
@@ -165,6 +167,7 @@ async fn http_config(
             reply_budget,
             service,
             interim_text,
+            unavailable_text,
         });
     }
     if let Some(token) = given(args.telegram_token) {

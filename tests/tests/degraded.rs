@@ -1,6 +1,7 @@
-//! A Redis that stops answering: users get a fast, friendly "稍后再试"
-//! instead of a request that hangs past WeChat's budget, `/readyz` names
-//! the session store, and the service recovers when Redis answers again.
+//! A Redis that stops answering: web and WeChat users get a fast, friendly
+//! "稍后再试" instead of a request that hangs past WeChat's budget,
+//! `/readyz` names the session store, and the service recovers when Redis
+//! answers again.
 //!
 //! The engine reaches the real Redis on this machine through a TCP relay
 //! in this test that can be switched to hold every byte, as a Redis stuck
@@ -17,6 +18,11 @@ use bot::{Engine, EngineConfig};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use webhooks::wechat::account::AccountConfig;
+use webhooks::wechat::crypto::url_signature;
+use webhooks::wechat::xml::{InboundKind, parse_message};
+
+const WECHAT_TOKEN: &str = "wechat-token-for-tests";
 
 /// A TCP relay to `upstream` that forwards while `open` is set and holds
 /// every byte (in both directions) while it is not.
@@ -66,6 +72,29 @@ async fn chat(base: &str, user: &str, text: &str) -> anyhow::Result<(u16, serde_
     Ok((status, response.json().await?))
 }
 
+/// A text message to `/wechat` in plaintext mode; the passive reply's text.
+async fn wechat(base: &str, openid: &str, text: &str) -> anyhow::Result<String> {
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[gh_wenke]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content><MsgId>7200000000001</MsgId></xml>"
+    );
+    let (timestamp, nonce) = ("1700000000", "d-1");
+    let url = format!(
+        "{base}/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
+        url_signature(WECHAT_TOKEN, timestamp, nonce)
+    );
+    let body = reqwest::Client::new()
+        .post(url)
+        .body(xml)
+        .send()
+        .await?
+        .text()
+        .await?;
+    match parse_message(body.as_bytes())?.kind {
+        InboundKind::Text { content } => Ok(content),
+        _ => anyhow::bail!("not a text reply: {body}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Result<()> {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -84,7 +113,19 @@ async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Resu
     let kb = Arc::clone(seeded.kb());
     let turns = TurnLog::open(kb.store()).await?;
     let engine = Arc::new(Engine::open(kb, sessions, turns, EngineConfig::default()).await?);
-    let addr = tests::serve(engine).await?;
+    let channels = bot::http::HttpConfig {
+        wechat: Some(AccountConfig {
+            token: WECHAT_TOKEN.into(),
+            encoding_aes_key: None,
+            app_id: "wx0123456789abcdef".into(),
+            reply_budget: Duration::from_secs(4),
+            service: None,
+            interim_text: engine.render("in_progress.j2", ())?,
+            unavailable_text: engine.render("unavailable.j2", ())?,
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine, &channels).await?;
     let base = format!("http://{addr}");
 
     let (status, reply) = chat(&base, "farmer-1", "洋芋叶子发黑咋个办").await?;
@@ -107,6 +148,12 @@ async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Resu
         took < Duration::from_secs(3),
         "the user waited {took:?} for the error"
     );
+    // A WeChat user is told the same, inside WeChat's 5 s.
+    let started = Instant::now();
+    let wechat_reply = wechat(&base, "o-farmer-4", "海椒叶子卷起来咋个办").await?;
+    let took = started.elapsed();
+    assert!(wechat_reply.contains("稍后再试"), "{wechat_reply}");
+    assert!(took < Duration::from_secs(4), "WeChat waited {took:?}");
     let ready = reqwest::get(format!("{base}/readyz")).await?;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await?;

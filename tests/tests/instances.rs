@@ -84,6 +84,7 @@ async fn instance(
             reply_budget: Duration::from_secs(4),
             service: None,
             interim_text: engine.render("in_progress.j2", ())?,
+            unavailable_text: engine.render("unavailable.j2", ())?,
         }),
         ..Default::default()
     };

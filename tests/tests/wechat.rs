@@ -33,6 +33,7 @@ async fn safe_mode_answers_and_retries_are_handled_once() -> anyhow::Result<()> 
             reply_budget: Duration::from_secs(4),
             service: None,
             interim_text: "正在查询权威答案，请稍候…".into(),
+            unavailable_text: "系统有点忙，请稍后再试。".into(),
         }),
         ..Default::default()
     };
@@ -198,6 +199,7 @@ async fn late_answers_follow_as_customer_service_messages() -> anyhow::Result<()
             reply_budget: Duration::from_millis(1),
             service: Some(service),
             interim_text: engine.render("in_progress.j2", ())?,
+            unavailable_text: engine.render("unavailable.j2", ())?,
         }),
         ..Default::default()
     };
@@ -307,6 +309,7 @@ async fn wecom_answers_encrypted_messages() -> anyhow::Result<()> {
             reply_budget: Duration::from_secs(4),
             service: None,
             interim_text: engine.render("in_progress.j2", ())?,
+            unavailable_text: engine.render("unavailable.j2", ())?,
         }),
         ..Default::default()
     };
@@ -359,6 +362,7 @@ async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
             reply_budget: Duration::from_millis(1),
             service: Some(service),
             interim_text: engine.render("in_progress.j2", ())?,
+            unavailable_text: engine.render("unavailable.j2", ())?,
         }),
         ..Default::default()
     };
@@ -408,6 +412,7 @@ fn plaintext_account(engine: &bot::Engine) -> anyhow::Result<AccountConfig> {
         reply_budget: Duration::from_secs(4),
         service: None,
         interim_text: engine.render("in_progress.j2", ())?,
+        unavailable_text: engine.render("unavailable.j2", ())?,
     })
 }
 

@@ -38,7 +38,7 @@ use time::OffsetDateTime;
 use super::crypto::{CryptoError, MessageCrypto, verify_url_signature};
 use super::service::CustomerService;
 use super::xml::{Event, InboundKind, InboundMessage, parse_envelope, parse_message, text_reply};
-use crate::message::{Channel, Content, Handler, Incoming, UserKey};
+use crate::message::{Channel, Content, Handler, HandlerError, Incoming, UserKey};
 
 /// WeChat's documented limit for one request body is far below this; the
 /// limit keeps a hostile client from making the server buffer more.
@@ -61,6 +61,9 @@ pub struct AccountConfig {
     /// What a user reads while a late answer is on its way
     /// ("正在查询权威答案，请稍候…"), from the engine's templates.
     pub interim_text: String,
+    /// What a user reads when the engine cannot answer now (a store down
+    /// or stuck: "系统有点忙，请稍后再试。"), from the engine's templates.
+    pub unavailable_text: String,
 }
 
 impl std::fmt::Debug for AccountConfig {
@@ -240,13 +243,21 @@ pub(super) async fn answer(
     let limit = channel.text_limit_bytes().unwrap_or(2048);
     let reply = match tokio::time::timeout(account.config.reply_budget, &mut work).await {
         Ok(Ok(Ok(reply))) => reply,
+        Ok(Ok(Err(HandlerError::Invalid(error)))) => {
+            tracing::warn!(%error, "wechat: message refused by the engine");
+            return plain(StatusCode::OK, "success");
+        }
+        // The user is told to try again rather than left with no reply;
+        // WeChat would not retry after this answer anyway.
         Ok(Ok(Err(error))) => {
             tracing::warn!(%error, "wechat: engine failed");
-            return plain(StatusCode::OK, "success");
+            let text = account.config.unavailable_text.clone();
+            return passive(account, &message, encrypted, timestamp, nonce, &text);
         }
         Ok(Err(error)) => {
             tracing::error!(%error, "wechat: engine task failed");
-            return plain(StatusCode::OK, "success");
+            let text = account.config.unavailable_text.clone();
+            return passive(account, &message, encrypted, timestamp, nonce, &text);
         }
         Err(_) => {
             // Not ready in time. Without the service API, WeChat's retry

@@ -23,5 +23,6 @@ pub(crate) fn test_config(token: &str, receive_id: &str) -> account::AccountConf
         reply_budget: std::time::Duration::from_secs(4),
         service: None,
         interim_text: "正在查询权威答案，请稍候…".into(),
+        unavailable_text: "系统有点忙，请稍后再试。".into(),
     }
 }
