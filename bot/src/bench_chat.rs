@@ -26,7 +26,7 @@
 //! passive reply; a reply of `success` (the answer missed the budget) counts
 //! as `late`, not as a reply.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,12 +99,12 @@ struct DevQuestion {
     answerable: bool,
 }
 
-fn jsonl(file: &PathBuf) -> anyhow::Result<Vec<serde_json::Value>> {
+fn jsonl(file: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     text.lines()
-        .filter(|l| !l.trim().is_empty())
         .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
             serde_json::from_str(line).with_context(|| format!("{}:{}", file.display(), i + 1))
         })
@@ -128,7 +128,7 @@ fn questions(files: &[PathBuf]) -> anyhow::Result<Vec<DevQuestion>> {
 }
 
 /// The `turns` of each conversation in a file.
-fn conversations(file: &PathBuf) -> anyhow::Result<Vec<Vec<String>>> {
+fn conversations(file: &Path) -> anyhow::Result<Vec<Vec<String>>> {
     let mut all = Vec::new();
     for case in jsonl(file)? {
         let turns: Vec<String> = case["turns"]
