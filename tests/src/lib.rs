@@ -3,17 +3,19 @@
 //! surface listening on a loopback port.
 
 pub mod browser;
+pub mod wechat;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bot::session::MemorySessionStore;
+use bot::session::{MemorySessionStore, SessionStore};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use kb::KnowledgeBase;
 use kb::import::parse_jsonl;
+use kb::store::PointStore;
 use kb::store::edge::EdgeStore;
 
 /// The workspace root.
@@ -113,13 +115,32 @@ pub fn capture_logs() {
 /// sessions in memory.
 pub async fn engine_on(dir: &Path) -> anyhow::Result<Arc<Engine>> {
     capture_logs();
-    let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
+    engine_over(
+        Arc::new(EdgeStore::open(dir)?),
+        load_embedder()?,
+        Arc::new(MemorySessionStore::new()),
+    )
+    .await
+}
+
+/// The shipped model (`models/multilingual-e5-small-q4`).
+pub fn load_embedder() -> anyhow::Result<embeddings::Embedder> {
+    embeddings::Embedder::load(&embeddings::EmbedderConfig {
         model_path: model_dir().join("multilingual-e5-small-q4"),
         ..Default::default()
     })
-    .context("loading the model (run scripts/fetch-models.sh)")?;
+    .context("loading the model (run scripts/fetch-models.sh)")
+}
+
+/// An engine as one instance of a deployment: its own knowledge base (and
+/// caches) and turn-log writer over `store`, sessions in `sessions`.
+pub async fn engine_over(
+    store: Arc<dyn PointStore>,
+    embedder: embeddings::Embedder,
+    sessions: Arc<dyn SessionStore>,
+) -> anyhow::Result<Arc<Engine>> {
     let kb = KnowledgeBase::open(
-        Arc::new(EdgeStore::open(dir)?),
+        store,
         embedder,
         kb::dict::builtin_analyzer(),
         kb::Calibration::default(),
@@ -127,14 +148,36 @@ pub async fn engine_on(dir: &Path) -> anyhow::Result<Arc<Engine>> {
     .await?;
     let kb = Arc::new(kb);
     let turns = TurnLog::open(kb.store()).await?;
-    let engine = Engine::open(
-        kb,
-        Arc::new(MemorySessionStore::new()),
-        turns,
-        EngineConfig::default(),
-    )
-    .await?;
+    let engine = Engine::open(kb, sessions, turns, EngineConfig::default()).await?;
     Ok(Arc::new(engine))
+}
+
+/// Another engine on `first`'s knowledge base (its store and caches) with
+/// other sessions: a restart with fresh memory, or a second instance on a
+/// shared session store.
+pub async fn engine_sharing_kb(
+    first: &Engine,
+    sessions: Arc<dyn SessionStore>,
+) -> anyhow::Result<Engine> {
+    let kb = Arc::clone(first.kb());
+    let turns = TurnLog::open(kb.store()).await?;
+    Ok(Engine::open(kb, sessions, turns, EngineConfig::default()).await?)
+}
+
+/// `POST /api/chat` on the server at `base` (`http://127.0.0.1:port`): the
+/// status and the JSON body.
+pub async fn post_chat(
+    base: &str,
+    user: &str,
+    text: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/chat"))
+        .json(&serde_json::json!({ "user_id": user, "text": text }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
 }
 
 /// Serves the engine's HTTP surface on a free loopback port, on the

@@ -98,6 +98,29 @@ impl Ledger {
     }
 }
 
+/// What the parent learns from the children's lines.
+#[derive(Default)]
+struct Observer {
+    ledger: Ledger,
+    violations: Vec<String>,
+    /// Restarts that finished their check.
+    checks: usize,
+    /// The current child's `checked …` line, if it printed one.
+    last_check: String,
+}
+
+impl Observer {
+    fn take(&mut self, cycle: u32, line: &str) {
+        if let Some(violation) = self.ledger.record(line) {
+            self.violations.push(format!("cycle {cycle}: {violation}"));
+        }
+        if line.starts_with("checked ") {
+            self.checks += 1;
+            self.last_check = line.to_owned();
+        }
+    }
+}
+
 #[test]
 fn random_kills_lose_no_acknowledged_write() -> anyhow::Result<()> {
     if std::env::var_os(CHILD_LEDGER).is_some() {
@@ -112,18 +135,15 @@ fn random_kills_lose_no_acknowledged_write() -> anyhow::Result<()> {
     let ledger_path = work.join("ledger.json");
     let child_log = work.join("children.log");
     let exe = std::env::current_exe()?;
-    let mut ledger = Ledger::default();
-    let mut violations = Vec::new();
+    let mut seen = Observer::default();
     let mut kills_during_start = 0;
-    let mut checks = 0;
-    let mut last_check = String::new();
     let started = Instant::now();
 
     for cycle in 0..=kills {
         let check_only = cycle == kills;
-        last_check.clear();
-        ledger.cycle = cycle;
-        std::fs::write(&ledger_path, serde_json::to_vec(&ledger)?)?;
+        seen.last_check.clear();
+        seen.ledger.cycle = cycle;
+        std::fs::write(&ledger_path, serde_json::to_vec(&seen.ledger)?)?;
         let next_since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -169,13 +189,7 @@ fn random_kills_lose_no_acknowledged_write() -> anyhow::Result<()> {
             let wait = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(wait) {
                 Ok(line) => {
-                    if let Some(violation) = ledger.record(&line) {
-                        violations.push(format!("cycle {cycle}: {violation}"));
-                    }
-                    if line.starts_with("checked ") {
-                        checks += 1;
-                        last_check = line.clone();
-                    }
+                    seen.take(cycle, &line);
                     if line == "ready" && kill_at.is_none() && !ready {
                         ready = true;
                         let work_for = Duration::from_millis(rand::random_range(20..2_500));
@@ -200,24 +214,24 @@ fn random_kills_lose_no_acknowledged_write() -> anyhow::Result<()> {
         let status = child.wait()?;
         // Lines printed before the kill were acknowledged before it.
         for line in lines.iter() {
-            if let Some(violation) = ledger.record(&line) {
-                violations.push(format!("cycle {cycle}: {violation}"));
-            }
-            if line.starts_with("checked ") {
-                checks += 1;
-                last_check = line.clone();
-            }
+            seen.take(cycle, &line);
         }
         let _ = reader.join();
         if check_only {
             anyhow::ensure!(
-                status.success() && last_check.starts_with("checked "),
+                status.success() && !seen.last_check.is_empty(),
                 "the checking child failed: {status} (see {})",
                 child_log.display()
             );
         }
-        ledger.since = next_since;
+        seen.ledger.since = next_since;
     }
+    let Observer {
+        ledger,
+        violations,
+        checks,
+        last_check,
+    } = seen;
 
     println!(
         "crash harness: {kills} kills ({kills_during_start} during start-up) in {:.0} s; \
@@ -571,36 +585,40 @@ fn ack_workflow(entry: &Entry) {
     ));
 }
 
+/// Applies one action and acknowledges the change.
+async fn step(
+    kb: &kb::KnowledgeBase,
+    entry: &Entry,
+    action: Action,
+    actor: &str,
+) -> anyhow::Result<Entry> {
+    let next = kb.apply(entry.id, action, actor).await?;
+    ack_workflow(&next);
+    Ok(next)
+}
+
+/// Submits a draft and has the reviewer approve it.
+async fn review_and_publish(kb: &kb::KnowledgeBase, draft: &Entry) -> anyhow::Result<Entry> {
+    let submitted = step(kb, draft, Action::Submit, AUTHOR).await?;
+    step(kb, &submitted, Action::Approve { note: None }, REVIEWER).await
+}
+
 /// Creates entries and takes each through review to published; then edits
 /// and re-publishes a third of them and retires another third.
 async fn workflow_forever(engine: Arc<Engine>, cycle: u32) -> anyhow::Result<()> {
     let kb = engine.kb();
-    for step in 0u64.. {
-        let entry = kb.create(workflow_content(cycle, step, 1)?, AUTHOR).await?;
-        ack_workflow(&entry);
-        let entry = kb.apply(entry.id, Action::Submit, AUTHOR).await?;
-        ack_workflow(&entry);
-        let entry = kb
-            .apply(entry.id, Action::Approve { note: None }, REVIEWER)
-            .await?;
-        ack_workflow(&entry);
-        match step % 3 {
+    for n in 0u64.. {
+        let draft = kb.create(workflow_content(cycle, n, 1)?, AUTHOR).await?;
+        ack_workflow(&draft);
+        let published = review_and_publish(kb, &draft).await?;
+        match n % 3 {
             0 => {
-                let content = workflow_content(cycle, step, 2)?;
-                let entry = kb.apply(entry.id, Action::Edit { content }, AUTHOR).await?;
-                ack_workflow(&entry);
-                let entry = kb.apply(entry.id, Action::Submit, AUTHOR).await?;
-                ack_workflow(&entry);
-                let entry = kb
-                    .apply(entry.id, Action::Approve { note: None }, REVIEWER)
-                    .await?;
-                ack_workflow(&entry);
+                let content = workflow_content(cycle, n, 2)?;
+                let edited = step(kb, &published, Action::Edit { content }, AUTHOR).await?;
+                review_and_publish(kb, &edited).await?;
             }
             1 => {
-                let entry = kb
-                    .apply(entry.id, Action::Retire { note: None }, REVIEWER)
-                    .await?;
-                ack_workflow(&entry);
+                step(kb, &published, Action::Retire { note: None }, REVIEWER).await?;
             }
             _ => {}
         }

@@ -13,16 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bot::session::{RedisSessionStore, SessionStore};
-use bot::turns::TurnLog;
-use bot::{Engine, EngineConfig};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::crypto::url_signature;
 use webhooks::wechat::xml::{InboundKind, parse_message};
-
-const WECHAT_TOKEN: &str = "wechat-token-for-tests";
 
 /// A TCP relay to `upstream` that forwards while `open` is set and holds
 /// every byte (in both directions) while it is not.
@@ -62,25 +56,13 @@ async fn pump(
     }
 }
 
-async fn chat(base: &str, user: &str, text: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/chat"))
-        .json(&json!({ "user_id": user, "text": text }))
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await?))
-}
-
 /// A text message to `/wechat` in plaintext mode; the passive reply's text.
 async fn wechat(base: &str, openid: &str, text: &str) -> anyhow::Result<String> {
-    let xml = format!(
-        "<xml><ToUserName><![CDATA[gh_wenke]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content><MsgId>7200000000001</MsgId></xml>"
-    );
+    let xml = tests::wechat::message(openid, 7_200_000_000_001, text);
     let (timestamp, nonce) = ("1700000000", "d-1");
     let url = format!(
         "{base}/wechat?signature={}&timestamp={timestamp}&nonce={nonce}",
-        url_signature(WECHAT_TOKEN, timestamp, nonce)
+        url_signature(tests::wechat::TOKEN, timestamp, nonce)
     );
     let body = reqwest::Client::new()
         .post(url)
@@ -110,31 +92,21 @@ async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Resu
 
     let dir = tests::scratch_dir()?;
     let seeded = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
-    let kb = Arc::clone(seeded.kb());
-    let turns = TurnLog::open(kb.store()).await?;
-    let engine = Arc::new(Engine::open(kb, sessions, turns, EngineConfig::default()).await?);
+    let engine = Arc::new(tests::engine_sharing_kb(&seeded, sessions).await?);
     let channels = bot::http::HttpConfig {
-        wechat: Some(AccountConfig {
-            token: WECHAT_TOKEN.into(),
-            encoding_aes_key: None,
-            app_id: "wx0123456789abcdef".into(),
-            reply_budget: Duration::from_secs(4),
-            service: None,
-            interim_text: engine.render("in_progress.j2", ())?,
-            unavailable_text: engine.render("unavailable.j2", ())?,
-        }),
+        wechat: Some(tests::wechat::plaintext_account(&engine)?),
         ..Default::default()
     };
     let addr = tests::serve_with(engine, &channels).await?;
     let base = format!("http://{addr}");
 
-    let (status, reply) = chat(&base, "farmer-1", "洋芋叶子发黑咋个办").await?;
+    let (status, reply) = tests::post_chat(&base, "farmer-1", "洋芋叶子发黑咋个办").await?;
     assert_eq!(status, 200, "{reply}");
 
     // Redis stops answering.
     open.store(false, Ordering::SeqCst);
     let started = Instant::now();
-    let (status, reply) = chat(&base, "farmer-2", "洋芋叶子发黑咋个办").await?;
+    let (status, reply) = tests::post_chat(&base, "farmer-2", "洋芋叶子发黑咋个办").await?;
     let took = started.elapsed();
     assert_eq!(status, 503, "{reply}");
     assert!(
@@ -164,7 +136,7 @@ async fn a_stuck_redis_gets_a_fast_friendly_error_and_recovery() -> anyhow::Resu
     open.store(true, Ordering::SeqCst);
     let recovering = Instant::now();
     loop {
-        let (status, reply) = chat(&base, "farmer-3", "洋芋叶子发黑咋个办").await?;
+        let (status, reply) = tests::post_chat(&base, "farmer-3", "洋芋叶子发黑咋个办").await?;
         if status == 200 {
             assert!(
                 reply["reply"]

@@ -13,19 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bot::Engine;
 use bot::session::{RedisSessionStore, SessionStore};
-use bot::turns::TurnLog;
-use bot::{Engine, EngineConfig};
-use kb::KnowledgeBase;
 use kb::import::parse_jsonl;
 use kb::store::PointStore;
 use kb::workflow::Action;
 use serde_json::{Value, json};
-use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::crypto::url_signature;
 use webhooks::wechat::xml::{InboundKind, parse_message};
-
-const WECHAT_TOKEN: &str = "wechat-token-for-tests";
 
 /// One point store per instance on a Qdrant server, or one embedded store
 /// shared by both.
@@ -65,50 +60,26 @@ async fn instance(
     embedder: &embeddings::Embedder,
     sessions: Arc<dyn SessionStore>,
 ) -> anyhow::Result<(Arc<Engine>, String)> {
-    let kb = Arc::new(
-        KnowledgeBase::open(
-            store,
-            embedder.clone(),
-            kb::dict::builtin_analyzer(),
-            kb::Calibration::default(),
-        )
-        .await?,
-    );
-    let turns = TurnLog::open(kb.store()).await?;
-    let engine = Arc::new(Engine::open(kb, sessions, turns, EngineConfig::default()).await?);
+    let engine = tests::engine_over(store, embedder.clone(), sessions).await?;
     let channels = bot::http::HttpConfig {
-        wechat: Some(AccountConfig {
-            token: WECHAT_TOKEN.into(),
-            encoding_aes_key: None,
-            app_id: "wx0123456789abcdef".into(),
-            reply_budget: Duration::from_secs(4),
-            service: None,
-            interim_text: engine.render("in_progress.j2", ())?,
-            unavailable_text: engine.render("unavailable.j2", ())?,
-        }),
+        wechat: Some(tests::wechat::plaintext_account(&engine)?),
         ..Default::default()
     };
     let addr = tests::serve_with(Arc::clone(&engine), &channels).await?;
     Ok((engine, format!("http://{addr}")))
 }
 
+/// A web chat message that must be answered (200); the reply.
 async fn chat(base: &str, user: &str, text: &str) -> anyhow::Result<Value> {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/chat"))
-        .json(&json!({ "user_id": user, "text": text }))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 200, "{}", response.status());
-    Ok(response.json().await?)
+    let (status, reply) = tests::post_chat(base, user, text).await?;
+    anyhow::ensure!(status == 200, "{status}: {reply}");
+    Ok(reply)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_shared_stores_act_as_one() -> anyhow::Result<()> {
     tests::capture_logs();
-    let embedder = embeddings::Embedder::load(&embeddings::EmbedderConfig {
-        model_path: tests::model_dir().join("multilingual-e5-small-q4"),
-        ..Default::default()
-    })?;
+    let embedder = tests::load_embedder()?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("wenke-test-{}:", uuid::Uuid::new_v4());
     let sessions = || async {
@@ -162,13 +133,11 @@ async fn two_instances_on_shared_stores_act_as_one() -> anyhow::Result<()> {
 
     // WeChat delivers a message to A and its retry to B: one turn, one reply.
     let openid = format!("o-{}", uuid::Uuid::new_v4());
-    let xml = format!(
-        "<xml><ToUserName><![CDATA[gh_wenke]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[洋芋叶子发黑咋个办]]></Content><MsgId>7100000000001</MsgId></xml>"
-    );
+    let xml = tests::wechat::message(&openid, 7_100_000_000_001, "洋芋叶子发黑咋个办");
     let (timestamp, nonce) = ("1700000000", "i-1");
     let query = format!(
         "signature={}&timestamp={timestamp}&nonce={nonce}",
-        url_signature(WECHAT_TOKEN, timestamp, nonce)
+        url_signature(tests::wechat::TOKEN, timestamp, nonce)
     );
     let client = reqwest::Client::new();
     let first = client

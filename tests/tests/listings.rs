@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
+use bot::Engine;
 use bot::session::{MemorySessionStore, RedisSessionStore, SessionStore};
-use bot::turns::TurnLog;
-use bot::{Engine, EngineConfig};
 use kb::listing::{DemandStatus, ListingKind};
 use serde_json::{Value, json};
 use webhooks::message::{Channel, Handler, Incoming, UserKey};
@@ -294,12 +293,6 @@ fn text_of(reply: &webhooks::message::Reply) -> String {
         .join("\n")
 }
 
-async fn second_engine(first: &Engine, sessions: Arc<dyn SessionStore>) -> anyhow::Result<Engine> {
-    let kb = Arc::clone(first.kb());
-    let turns = TurnLog::open(kb.store()).await?;
-    Ok(Engine::open(kb, sessions, turns, EngineConfig::default()).await?)
-}
-
 /// A form half filled on one instance is finished on another with fresh
 /// memory (a restart of the embedded default), and on instances sharing
 /// Redis; "取消" ends a form at any point and files nothing.
@@ -325,7 +318,7 @@ async fn forms_survive_restarts_and_instance_switches() -> anyhow::Result<()> {
     );
 
     // "Restart": the same data, an empty session store.
-    let restarted = second_engine(&engine, Arc::new(MemorySessionStore::new())).await?;
+    let restarted = tests::engine_sharing_kb(&engine, Arc::new(MemorySessionStore::new())).await?;
     let next = restarted.handle(message(&user, "年底前")).await?;
     assert!(
         text_of(&next).contains("市"),
@@ -352,8 +345,8 @@ async fn forms_survive_restarts_and_instance_switches() -> anyhow::Result<()> {
     let prefix = format!("wenke-test-{}:", uuid::Uuid::new_v4());
     let shared: Arc<dyn SessionStore> =
         Arc::new(RedisSessionStore::connect(&redis_url, &prefix).await?);
-    let one = second_engine(&engine, Arc::clone(&shared)).await?;
-    let two = second_engine(&engine, shared).await?;
+    let one = tests::engine_sharing_kb(&engine, Arc::clone(&shared)).await?;
+    let two = tests::engine_sharing_kb(&engine, shared).await?;
     let expert = UserKey::new(Channel::Web, format!("expert-{}", uuid::Uuid::new_v4()));
     let offered = one
         .handle(message(&expert, "我是做柑橘病虫害防治的，可以提供技术服务"))

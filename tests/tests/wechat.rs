@@ -9,17 +9,11 @@ use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::crypto::{MessageCrypto, url_signature};
 use webhooks::wechat::xml::{InboundKind, parse_envelope, parse_message};
 
-const TOKEN: &str = "wechat-token-for-tests";
+use tests::wechat::{APP_ID, TOKEN, message, plaintext_account};
+
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
-const APP_ID: &str = "wx0123456789abcdef";
 const CORP_ID: &str = "ww0123456789abcdef";
 const AGENT_ID: i64 = 1_000_002;
-
-fn message(openid: &str, msg_id: u64, text: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_wenke]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_mode_answers_and_retries_are_handled_once() -> anyhow::Result<()> {
@@ -400,20 +394,6 @@ async fn wecom_late_answers_follow_as_app_messages() -> anyhow::Result<()> {
     assert!(pushed.iter().all(|(to, _)| *to == member));
     assert!(pushed[0].1.contains("晚疫病"), "{}", pushed[0].1);
     Ok(())
-}
-
-/// The Official Account in plaintext mode, with the default budget and no
-/// customer-service API.
-fn plaintext_account(engine: &bot::Engine) -> anyhow::Result<AccountConfig> {
-    Ok(AccountConfig {
-        token: TOKEN.into(),
-        encoding_aes_key: None,
-        app_id: APP_ID.into(),
-        reply_budget: Duration::from_secs(4),
-        service: None,
-        interim_text: engine.render("in_progress.j2", ())?,
-        unavailable_text: engine.render("unavailable.j2", ())?,
-    })
 }
 
 /// Every message kind WeChat sends, as WeChat documents it, through the
