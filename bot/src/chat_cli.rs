@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bot::routing::Route;
+use bot::jobs::{JobQueue, RedisJobQueue, StoreJobQueue};
 use bot::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
@@ -63,13 +64,29 @@ impl EngineArgs {
 /// the engine over them.
 pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result<Arc<Engine>> {
     let kb = Arc::new(store.open().await?);
-    let sessions: Arc<dyn SessionStore> = match args.redis_url() {
-        Some(url) => Arc::new(
-            RedisSessionStore::connect(url, &args.redis_prefix)
-                .await
-                .with_context(|| format!("connecting to Redis at {url}"))?,
+    // Sessions and jobs live together: in Redis for a deployment of
+    // several instances, else in this process and its data directory.
+    let (sessions, jobs): (Arc<dyn SessionStore>, Arc<dyn JobQueue>) = match args.redis_url() {
+        Some(url) => (
+            Arc::new(
+                RedisSessionStore::connect(url, &args.redis_prefix)
+                    .await
+                    .with_context(|| format!("connecting to Redis at {url}"))?,
+            ),
+            Arc::new(
+                RedisJobQueue::connect(url, &args.redis_prefix)
+                    .await
+                    .with_context(|| format!("opening the job queue in Redis at {url}"))?,
+            ),
         ),
-        None => Arc::new(MemorySessionStore::new()),
+        None => (
+            Arc::new(MemorySessionStore::new()),
+            Arc::new(
+                StoreJobQueue::open(kb.store())
+                    .await
+                    .context("opening the job queue")?,
+            ),
+        ),
     };
     let turns = TurnLog::open(kb.store())
         .await
@@ -80,7 +97,7 @@ pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result
         cache_dir: store.cache_dir(),
         ..EngineConfig::default()
     };
-    let engine = Engine::open(kb, sessions, turns, config)
+    let engine = Engine::open(kb, sessions, jobs, turns, config)
         .await
         .context("building the conversation engine")?;
     Ok(Arc::new(engine))

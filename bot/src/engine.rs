@@ -29,7 +29,7 @@ use prompts::Prompts;
 use serde::Serialize;
 use uuid::Uuid;
 use webhooks::message::{
-    Block, BlockRole, Channel, Citation, Content, Handler, HandlerError, Incoming, Push,
+    Block, BlockRole, Channel, Citation, Content, FollowUp, Handler, HandlerError, Incoming, Push,
     QuickReply, Rating, Reply, ReplyKind, UserKey,
 };
 
@@ -37,6 +37,7 @@ use crate::china;
 use crate::context::{self, Vocabulary};
 use crate::dictionary::{self, Dictionary, DictionaryError, WordEdit};
 use crate::intake::{Form, FormKind, IntakeContext, IntakeWords, Step};
+use crate::jobs::{JobQueue, Task};
 use crate::listings::{FormStore, Notices, SessionSerials};
 use crate::routing::{Route, RouteDecision, Router, RouterError, Signals};
 use crate::safety::SafetyFilter;
@@ -385,6 +386,7 @@ pub struct Engine {
     forms: FormStore,
     notices: Notices,
     sessions: Arc<dyn SessionStore>,
+    jobs: Arc<dyn JobQueue>,
     turns: TurnLog,
     config: EngineConfig,
     editable: RwLock<Arc<Editable>>,
@@ -419,6 +421,7 @@ impl Engine {
     pub async fn open(
         kb: Arc<KnowledgeBase>,
         sessions: Arc<dyn SessionStore>,
+        jobs: Arc<dyn JobQueue>,
         turns: TurnLog,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
@@ -456,6 +459,7 @@ impl Engine {
             forms,
             notices,
             sessions,
+            jobs,
             turns,
             config,
             editable: RwLock::new(Arc::new(editable)),
@@ -687,38 +691,78 @@ impl Engine {
         Ok(editable.prompts.render(template, context)?)
     }
 
-    /// Tells a user something outside a reply: pushed at once where the
-    /// channel can, else (or when the push fails) kept as a notice for the
-    /// user's next reply.
+    /// Tells a user something outside a reply: stored as a notice for the
+    /// user's next reply, and pushed by a job where the channel can.
     ///
     /// The change it tells of is already saved, so a failure here is
     /// logged, not returned: the caller must not retry (and repeat) the
     /// change because a notice could not be queued.
     pub async fn notify(&self, user_key: &str, text: String) {
-        let notice = match self.notices.push(user_key, text.clone()).await {
+        let notice = match self.notices.push(user_key, text).await {
             Ok(notice) => notice,
             Err(error) => {
                 tracing::error!(%error, user = user_key, "notice lost: the notices store failed");
                 return;
             }
         };
-        let Some(user) = UserKey::from_storage_key(user_key) else {
+        let pushable = UserKey::from_storage_key(user_key)
+            .is_some_and(|user| self.pushers.read().contains_key(&user.channel));
+        if !pushable {
             return;
-        };
-        let pusher = self.pushers.read().get(&user.channel).cloned();
-        let Some(pusher) = pusher else {
-            return;
-        };
-        match pusher.push(&user, &text).await {
-            Ok(()) => {
-                if let Err(error) = self.notices.delivered(vec![notice.id]).await {
-                    tracing::warn!(%error, "pushed notice stays queued and will repeat once");
-                }
-            }
-            Err(error) => {
-                tracing::info!(%error, user = user_key, "notice kept for the next contact");
-            }
         }
+        let task = Task::PushNotice {
+            user: user_key.to_owned(),
+            notice: notice.id,
+        };
+        if let Err(error) = self.jobs.enqueue(task).await {
+            tracing::warn!(%error, "notice kept for the next contact: its push was not queued");
+        }
+    }
+
+    /// The channel's push, where this process has one.
+    pub(crate) fn pusher(&self, channel: Channel) -> Option<Arc<dyn Push>> {
+        self.pushers.read().get(&channel).cloned()
+    }
+
+    /// The background job queue.
+    pub fn jobs(&self) -> &Arc<dyn JobQueue> {
+        &self.jobs
+    }
+
+    /// The reply to a message whose channel stopped waiting for it: the
+    /// one its first handling stored, `None` while that is still being
+    /// computed, or with `afresh` a new answer (for when the handling
+    /// died with its process).
+    pub(crate) async fn late_reply(
+        &self,
+        message: Incoming,
+        afresh: bool,
+    ) -> Result<Option<Reply>, EngineError> {
+        let Some(message_id) = message.message_id.clone() else {
+            return self.handle_once(message).await.map(Some);
+        };
+        let reply_key = format!("reply:{}:{message_id}", message.user.storage_key());
+        let deadline = Instant::now() + self.config.duplicate_wait;
+        loop {
+            if let Some(stored) = self.sessions.get(&reply_key).await?
+                && let Ok(reply) = serde_json::from_str::<Reply>(&stored)
+            {
+                return Ok(Some(reply));
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !afresh {
+            return Ok(None);
+        }
+        let reply = self.handle_once(message).await?;
+        let stored = serde_json::to_string(&reply).unwrap_or_default();
+        self.sessions
+            .put(&reply_key, &stored, self.config.dedup_ttl)
+            .await?;
+        Ok(Some(reply))
     }
 
     /// The session store.
@@ -1933,5 +1977,23 @@ impl Handler for Engine {
                 .map_err(|e| HandlerError::Unavailable(e.to_string()))?;
         }
         Ok(())
+    }
+
+    async fn follow_up(&self, follow_up: FollowUp) -> Result<bool, HandlerError> {
+        let task = match follow_up {
+            FollowUp::Answer {
+                message,
+                limit_bytes,
+            } => Task::LateReply {
+                message,
+                limit_bytes,
+            },
+            FollowUp::Texts { user, texts, key } => Task::PushTexts { user, texts, key },
+        };
+        self.jobs
+            .enqueue(task)
+            .await
+            .map_err(|e| HandlerError::Unavailable(e.to_string()))?;
+        Ok(true)
     }
 }

@@ -12,6 +12,7 @@
 //! - [`http`]: the HTTP surface (web chat, API, health).
 //! - [`intake`]: the filing conversation of demands and capabilities.
 //! - [`listings`]: forms in progress, notices, listing serial numbers.
+//! - [`jobs`]: the durable queue of background work, and its workers.
 //! - [`listings_http`]: the listings API, public and staff.
 //! - [`outreach`]: personalised push (精准科普) to opted-in users.
 //! - [`report`]: analytics and the weekly report from the turn log.
@@ -24,6 +25,7 @@ pub mod dictionary;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod jobs;
 pub mod listings;
 pub mod listings_http;
 pub mod metrics;

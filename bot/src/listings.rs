@@ -191,6 +191,14 @@ impl Notices {
         Ok(notices)
     }
 
+    /// One notice, unless it was delivered.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Notice>, StoreError> {
+        let Some(record) = self.store.get(NOTICES, vec![id]).await?.pop() else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_value(serde_json::Value::Object(record.payload)).ok())
+    }
+
     /// Marks notices delivered (removes them).
     pub async fn delivered(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         if ids.is_empty() {

@@ -7,6 +7,7 @@ mod bench_console;
 mod bench_kb;
 mod chat_cli;
 mod console_cli;
+mod jobs_cli;
 mod kb_cli;
 mod listings_cli;
 mod report_cli;
@@ -105,6 +106,9 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// The background job queue: status, dead letters, retrying them.
+    #[command(subcommand)]
+    Jobs(jobs_cli::JobsCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -253,6 +257,9 @@ fn main() -> anyhow::Result<()> {
             report_cli::run(&engine, args, cli.engine.prompts_dir().as_deref()).await
         }),
         Command::Console(command) => runtime()?.block_on(console_cli::run(&cli.store, command)),
+        Command::Jobs(command) => {
+            runtime()?.block_on(jobs_cli::run(&cli.store, &cli.engine, command))
+        }
         Command::Backup { out } => runtime()?.block_on(backup_cli::backup(&cli.store, &out)),
         Command::Restore { from } => runtime()?.block_on(backup_cli::restore(&cli.store, &from)),
         Command::Listings(command) => {

@@ -20,6 +20,10 @@
 //!   texts waiting for the embedding thread and turns waiting for the turn
 //!   log's writer, read at scrape time. A queue that keeps growing is an
 //!   instance past its capacity.
+//! - `wenke_jobs_total{kind,outcome}`: background job runs (`done`,
+//!   `retried`, `buried`); `wenke_job_queue{state}`: jobs `ready`,
+//!   `delayed` (waiting to retry), `running` and `dead` (buried, waiting
+//!   for an operator: `wenke jobs dead`), read at scrape time.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -52,6 +56,17 @@ struct RouteLabels {
 struct ReplyLabels {
     channel: String,
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobStateLabels {
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +106,8 @@ pub struct Metrics {
     step_seconds: Family<StepLabels, Histogram>,
     embedding_queue: Gauge,
     turn_log_pending: Gauge,
+    jobs: Family<JobLabels, Counter>,
+    job_states: Family<JobStateLabels, Gauge>,
 }
 
 impl Metrics {
@@ -134,6 +151,18 @@ impl Metrics {
             "Turns waiting for the turn log's writer",
             turn_log_pending.clone(),
         );
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "wenke_jobs",
+            "Background job runs by kind and outcome (done, retried, buried)",
+            jobs.clone(),
+        );
+        let job_states = Family::<JobStateLabels, Gauge>::default();
+        registry.register(
+            "wenke_job_queue",
+            "Background jobs by state (ready, delayed, running, dead), read at scrape time",
+            job_states.clone(),
+        );
         Self {
             registry,
             requests,
@@ -142,6 +171,8 @@ impl Metrics {
             step_seconds,
             embedding_queue,
             turn_log_pending,
+            jobs,
+            job_states,
         }
     }
 
@@ -153,6 +184,11 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one run of a background job.
+    pub fn job(&self, kind: &'static str, outcome: &'static str) {
+        self.jobs.get_or_create(&JobLabels { kind, outcome }).inc();
     }
 
     /// Records how long a step took.
@@ -216,6 +252,26 @@ pub async fn serve(State(engine): State<Arc<Engine>>) -> Response {
     metrics
         .turn_log_pending
         .set(saturating_i64(engine.turns().pending()));
+    // A slow queue store must not stall the scrape; the gauges then keep
+    // their last values.
+    let depth = tokio::time::timeout(Duration::from_secs(1), engine.jobs().depth()).await;
+    match depth {
+        Ok(Ok(depth)) => {
+            for (state, count) in [
+                ("ready", depth.ready),
+                ("delayed", depth.delayed),
+                ("running", depth.running),
+                ("dead", depth.dead),
+            ] {
+                metrics
+                    .job_states
+                    .get_or_create(&JobStateLabels { state })
+                    .set(saturating_i64(count));
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "metrics: job queue depth unavailable"),
+        Err(_) => tracing::warn!("metrics: job queue depth timed out"),
+    }
     match metrics.encode() {
         Ok(text) => (
             [(

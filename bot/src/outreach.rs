@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use webhooks::message::UserKey;
 
 use crate::Engine;
+use crate::jobs::Task;
 use crate::session::SessionStore;
 
 const SUBSCRIBERS: &str = "subscribers";
@@ -48,6 +49,12 @@ pub enum OutreachError {
     /// A stored record could not be read back.
     #[error("corrupt {0} record: {1}")]
     Corrupt(&'static str, String),
+    /// The session store failed (a send's claims and daily limits).
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    /// The next chunk of a send could not be queued.
+    #[error("job queue: {0}")]
+    Queue(String),
 }
 
 /// One user who opted in (or out again).
@@ -123,7 +130,13 @@ pub struct Broadcast {
     pub rate_limited: usize,
     /// `sending` or `done`.
     pub status: String,
+    /// The message, as rendered when the send started.
+    #[serde(default)]
+    pub text: String,
 }
+
+const SENDING: &str = "sending";
+const DONE: &str = "done";
 
 fn subscribers_spec() -> CollectionSpec {
     CollectionSpec {
@@ -325,10 +338,11 @@ impl Outreach {
 }
 
 /// Starts sending `entry` to the audience and returns the broadcast as
-/// started; the messages go out in a background task, paced. A broadcast
+/// started; the messages go out from a durable job, in paced chunks
+/// ([`send_chunk`]). A broadcast
 /// id seen before returns that broadcast and sends nothing more.
 pub async fn start_broadcast(
-    engine: Arc<Engine>,
+    engine: &Engine,
     id: &str,
     entry: &PublishedEntry,
     audience: Audience,
@@ -365,7 +379,7 @@ pub async fn start_broadcast(
             "reviewer": entry.reviewer,
         }),
     )?;
-    let mut broadcast = Broadcast {
+    let broadcast = Broadcast {
         id: id.to_owned(),
         entry_id: entry.id.to_string(),
         question: entry.content.question.clone(),
@@ -375,55 +389,95 @@ pub async fn start_broadcast(
         audience_size: subscribers.len(),
         sent: 0,
         rate_limited: 0,
-        status: "sending".into(),
+        status: SENDING.into(),
+        text,
     };
     outreach.save_broadcast(&broadcast).await?;
-    let started = broadcast.clone();
-    tokio::spawn(async move {
-        let sessions: &Arc<dyn SessionStore> = engine.sessions();
-        for subscriber in subscribers {
-            let once = format!("broadcast:{}:{}", broadcast.id, subscriber.user);
-            match sessions.claim(&once, SENT_MARK_TTL).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "broadcast: session store failed; user skipped");
-                    continue;
-                }
-            }
-            let daily = format!("push-daily:{}", subscriber.user);
-            match sessions
-                .allow(
-                    &daily,
-                    DAILY_LIMIT_PER_USER,
-                    Duration::from_secs(24 * 60 * 60),
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    broadcast.rate_limited += 1;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "broadcast: session store failed; user skipped");
-                    continue;
-                }
-            }
-            engine.notify(&subscriber.user, text.clone()).await;
-            broadcast.sent += 1;
-            tokio::time::sleep(SEND_INTERVAL).await;
+    engine
+        .jobs()
+        .enqueue(Task::Broadcast {
+            id: broadcast.id.clone(),
+            after: None,
+        })
+        .await
+        .map_err(|e| OutreachError::Queue(e.to_string()))?;
+    Ok(broadcast)
+}
+
+/// Subscribers one broadcast job sends to, paced: five seconds of work,
+/// well inside a job's lease.
+const CHUNK: usize = 100;
+
+/// Sends a broadcast to the next [`CHUNK`] subscribers after `after`, adds
+/// the chunk's counts to the broadcast, and enqueues the chunk after it or
+/// marks the broadcast done.
+///
+/// Each subscriber is claimed once per broadcast before their message is
+/// stored, so a chunk run again (its process died) skips whom it reached.
+/// That makes a broadcast at most once per user: a process killed between
+/// a claim and the notice it guards loses that one message rather than
+/// sending it twice.
+pub(crate) async fn send_chunk(
+    engine: &Engine,
+    id: &str,
+    after: Option<&str>,
+) -> Result<(), OutreachError> {
+    let outreach = engine.outreach();
+    let Some(broadcast) = outreach.broadcast(id).await? else {
+        return Err(OutreachError::Corrupt("broadcast", format!("{id} is not recorded")));
+    };
+    if broadcast.status == DONE {
+        return Ok(());
+    }
+    // The audience as it is now: someone who opted out since the start is
+    // not sent to.
+    let subscribers = outreach.audience(&broadcast.audience).await?;
+    let chunk: Vec<&Subscriber> = subscribers
+        .iter()
+        .filter(|s| after.is_none_or(|last| s.user.as_str() > last))
+        .take(CHUNK)
+        .collect();
+    let sessions: &Arc<dyn SessionStore> = engine.sessions();
+    let (mut sent, mut rate_limited) = (0, 0);
+    for subscriber in &chunk {
+        let once = format!("broadcast:{}:{}", broadcast.id, subscriber.user);
+        if !sessions.claim(&once, SENT_MARK_TTL).await? {
+            continue;
         }
-        broadcast.status = "done".into();
+        let daily = format!("push-daily:{}", subscriber.user);
+        let day = Duration::from_secs(24 * 60 * 60);
+        if !sessions.allow(&daily, DAILY_LIMIT_PER_USER, day).await? {
+            rate_limited += 1;
+            continue;
+        }
+        engine.notify(&subscriber.user, broadcast.text.clone()).await;
+        sent += 1;
+        tokio::time::sleep(SEND_INTERVAL).await;
+    }
+    // Read again: another instance may have saved a chunk meanwhile.
+    let mut tally = outreach.broadcast(id).await?.unwrap_or(broadcast);
+    tally.sent += sent;
+    tally.rate_limited += rate_limited;
+    let last = chunk.last().map(|s| s.user.clone());
+    if last.is_none() {
+        tally.status = DONE.into();
         tracing::info!(
-            broadcast = broadcast.id,
-            sent = broadcast.sent,
-            rate_limited = broadcast.rate_limited,
+            broadcast = tally.id,
+            sent = tally.sent,
+            rate_limited = tally.rate_limited,
             "broadcast done"
         );
-        if let Err(error) = outreach.save_broadcast(&broadcast).await {
-            tracing::error!(%error, "broadcast: its counts were not saved");
-        }
-    });
-    Ok(started)
+    }
+    outreach.save_broadcast(&tally).await?;
+    if let Some(last) = last {
+        engine
+            .jobs()
+            .enqueue(Task::Broadcast {
+                id: tally.id.clone(),
+                after: Some(last),
+            })
+            .await
+            .map_err(|e| OutreachError::Queue(e.to_string()))?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bot::Engine;
+use bot::jobs::{WorkerConfig, spawn_workers};
 use bot::http::{HttpConfig, router, watch_prompts};
 use webhooks::telegram::{TelegramConfig, TelegramMode};
 use webhooks::wechat::account::AccountConfig;
@@ -194,7 +195,12 @@ async fn http_config(
     Ok(config)
 }
 
-/// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
+/// How long a stopping server waits for running background jobs; what is
+/// still running then runs again after the restart.
+const JOB_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight
+/// and the background jobs running.
 pub async fn serve(
     engine: Arc<Engine>,
     args: ServeArgs,
@@ -224,10 +230,12 @@ pub async fn serve(
             eprintln!("Telegram bot polling for updates");
         }
     }
+    let workers = spawn_workers(Arc::clone(&engine), WorkerConfig::default());
     let turns = engine.turns().clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    workers.stop(JOB_GRACE).await;
     turns.flush().await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bot::session::{Choice, MemorySessionStore, RedisSessionStore, Session, SessionStore};
+use bot::jobs::StoreJobQueue;
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use kb::KnowledgeBase;
@@ -65,7 +66,8 @@ async fn engine(
     config: EngineConfig,
 ) -> Engine {
     let turns = TurnLog::open(kb.store()).await.expect("turn log");
-    Engine::open(kb, sessions, turns, config)
+    let jobs = Arc::new(StoreJobQueue::open(kb.store()).await.expect("job queue"));
+    Engine::open(kb, sessions, jobs, turns, config)
         .await
         .expect("engine")
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bot::session::{MemorySessionStore, SessionStore};
+use bot::jobs::{JobQueue, StoreJobQueue};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use kb::KnowledgeBase;
@@ -119,6 +120,7 @@ pub async fn engine_on(dir: &Path) -> anyhow::Result<Arc<Engine>> {
         Arc::new(EdgeStore::open(dir)?),
         load_embedder()?,
         Arc::new(MemorySessionStore::new()),
+        None,
     )
     .await
 }
@@ -133,12 +135,18 @@ pub fn load_embedder() -> anyhow::Result<embeddings::Embedder> {
 }
 
 /// An engine as one instance of a deployment: its own knowledge base (and
-/// caches) and turn-log writer over `store`, sessions in `sessions`.
+/// caches) and turn-log writer over `store`, sessions in `sessions`, jobs
+/// in `jobs` (`None`: the embedded queue in `store`).
 pub async fn engine_over(
     store: Arc<dyn PointStore>,
     embedder: embeddings::Embedder,
     sessions: Arc<dyn SessionStore>,
+    jobs: Option<Arc<dyn JobQueue>>,
 ) -> anyhow::Result<Arc<Engine>> {
+    let jobs = match jobs {
+        Some(jobs) => jobs,
+        None => Arc::new(StoreJobQueue::open(Arc::clone(&store)).await?),
+    };
     let kb = KnowledgeBase::open(
         store,
         embedder,
@@ -148,20 +156,21 @@ pub async fn engine_over(
     .await?;
     let kb = Arc::new(kb);
     let turns = TurnLog::open(kb.store()).await?;
-    let engine = Engine::open(kb, sessions, turns, EngineConfig::default()).await?;
+    let engine = Engine::open(kb, sessions, jobs, turns, EngineConfig::default()).await?;
     Ok(Arc::new(engine))
 }
 
-/// Another engine on `first`'s knowledge base (its store and caches) with
-/// other sessions: a restart with fresh memory, or a second instance on a
-/// shared session store.
+/// Another engine on `first`'s knowledge base (its store and caches) and
+/// job queue, with other sessions: a restart with fresh memory, or a
+/// second instance on a shared session store.
 pub async fn engine_sharing_kb(
     first: &Engine,
     sessions: Arc<dyn SessionStore>,
 ) -> anyhow::Result<Engine> {
     let kb = Arc::clone(first.kb());
     let turns = TurnLog::open(kb.store()).await?;
-    Ok(Engine::open(kb, sessions, turns, EngineConfig::default()).await?)
+    let jobs = Arc::clone(first.jobs());
+    Ok(Engine::open(kb, sessions, jobs, turns, EngineConfig::default()).await?)
 }
 
 /// `POST /api/chat` on the server at `base` (`http://127.0.0.1:port`): the
@@ -193,7 +202,15 @@ pub async fn serve_with(
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = bot::http::router(engine, channels)?;
+    let app = bot::http::router(Arc::clone(&engine), channels)?;
+    // As `wenke serve` does; the workers run as long as the runtime.
+    let _workers = bot::jobs::spawn_workers(
+        engine,
+        bot::jobs::WorkerConfig {
+            idle_poll: std::time::Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             eprintln!("test server stopped: {error}");

@@ -445,6 +445,7 @@ async fn hit_testing_explains_a_question_and_word_edits_apply_at_once() -> anyho
     let second = bot::Engine::open(
         Arc::clone(engine.kb()),
         Arc::clone(engine.sessions()),
+        Arc::clone(engine.jobs()),
         bot::turns::TurnLog::open(engine.kb().store()).await?,
         bot::EngineConfig::default(),
     )

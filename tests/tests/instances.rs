@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bot::Engine;
+use bot::jobs::{JobQueue, RedisJobQueue};
 use bot::session::{RedisSessionStore, SessionStore};
 use kb::import::parse_jsonl;
 use kb::store::PointStore;
@@ -58,9 +59,9 @@ fn stores() -> anyhow::Result<(Arc<dyn PointStore>, Arc<dyn PointStore>)> {
 async fn instance(
     store: Arc<dyn PointStore>,
     embedder: &embeddings::Embedder,
-    sessions: Arc<dyn SessionStore>,
+    (sessions, jobs): (Arc<dyn SessionStore>, Arc<dyn JobQueue>),
 ) -> anyhow::Result<(Arc<Engine>, String)> {
-    let engine = tests::engine_over(store, embedder.clone(), sessions).await?;
+    let engine = tests::engine_over(store, embedder.clone(), sessions, Some(jobs)).await?;
     let channels = bot::http::HttpConfig {
         wechat: Some(tests::wechat::plaintext_account(&engine)?),
         ..Default::default()
@@ -83,10 +84,11 @@ async fn two_instances_on_shared_stores_act_as_one() -> anyhow::Result<()> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("wenke-test-{}:", uuid::Uuid::new_v4());
     let sessions = || async {
-        anyhow::Ok(
+        anyhow::Ok((
             Arc::new(RedisSessionStore::connect(&redis_url, &prefix).await?)
                 as Arc<dyn SessionStore>,
-        )
+            Arc::new(RedisJobQueue::connect(&redis_url, &prefix).await?) as Arc<dyn JobQueue>,
+        ))
     };
     let (store_a, store_b) = stores()?;
     let (a, base_a) = instance(store_a, &embedder, sessions().await?).await?;

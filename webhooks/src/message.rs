@@ -465,6 +465,39 @@ pub trait Handler: Send + Sync + 'static {
         );
         Ok(())
     }
+
+    /// Takes over work a channel would otherwise finish in a task of its
+    /// own after replying: true when the handler stored it durably and will
+    /// push the result itself, so the channel must not. The default takes
+    /// nothing, and the channel does the work in-process (lost if the
+    /// process dies).
+    async fn follow_up(&self, follow_up: FollowUp) -> Result<bool, HandlerError> {
+        let _ = follow_up;
+        Ok(false)
+    }
+}
+
+/// Work a channel hands back to the handler after its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowUp {
+    /// Answer a message whose reply missed the channel's budget and push
+    /// the answer, split at `limit_bytes`.
+    Answer {
+        /// The message.
+        message: Incoming,
+        /// The channel's limit on one pushed text, in bytes.
+        limit_bytes: usize,
+    },
+    /// Push the later parts of a long reply, in order.
+    Texts {
+        /// To whom.
+        user: UserKey,
+        /// The parts.
+        texts: Vec<String>,
+        /// What the parts are claimed under, so a retry does not repeat
+        /// them (the channel's message id).
+        key: String,
+    },
 }
 
 /// Why a channel could not push a message to a user.

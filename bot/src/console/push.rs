@@ -143,7 +143,7 @@ pub(super) async fn send(
         .ok_or_else(|| ConsoleError::BadRequest("请选择一个已发布的条目".into()))?;
     let audience = form.audience.audience()?;
     let broadcast = start_broadcast(
-        Arc::clone(&console.engine),
+        &console.engine,
         &token.to_string(),
         &entry,
         audience,

@@ -38,7 +38,7 @@ use time::OffsetDateTime;
 use super::crypto::{CryptoError, MessageCrypto, verify_url_signature};
 use super::service::CustomerService;
 use super::xml::{Event, InboundKind, InboundMessage, parse_envelope, parse_message, text_reply};
-use crate::message::{Channel, Content, Handler, HandlerError, Incoming, UserKey};
+use crate::message::{Channel, Content, FollowUp, Handler, HandlerError, Incoming, UserKey};
 
 /// WeChat's documented limit for one request body is far below this; the
 /// limit keeps a hostile client from making the server buffer more.
@@ -238,6 +238,7 @@ pub(super) async fn answer(
     // The work runs as its own task, so a reply that misses the budget is
     // still finished (and stored by the engine for WeChat's retry) rather
     // than cancelled with this request.
+    let for_later = incoming.clone();
     let handler = Arc::clone(&account.handler);
     let mut work = tokio::spawn(async move { handler.handle(incoming).await });
     let limit = channel.text_limit_bytes().unwrap_or(2048);
@@ -267,6 +268,20 @@ pub(super) async fn answer(
                 return plain(StatusCode::OK, "success");
             };
             if service.claim_follow_up(&dedup_key).await {
+                let taken = account
+                    .handler
+                    .follow_up(FollowUp::Answer {
+                        message: for_later,
+                        limit_bytes: limit,
+                    })
+                    .await;
+                if let Err(error) = &taken {
+                    tracing::warn!(%error, "wechat: late answer not queued; finishing it in-process");
+                }
+                if matches!(taken, Ok(true)) {
+                    let interim = account.config.interim_text.clone();
+                    return passive(account, &message, encrypted, timestamp, nonce, &interim);
+                }
                 let handler = Arc::clone(&account.handler);
                 tokio::spawn(async move {
                     match work.await {
@@ -294,8 +309,21 @@ pub(super) async fn answer(
     if !rest.is_empty() {
         match service {
             Some(service) if service.claim_follow_up(&dedup_key).await => {
-                let handler = Arc::clone(&account.handler);
-                tokio::spawn(async move { deliver(&service, &*handler, &user, rest).await });
+                let taken = account
+                    .handler
+                    .follow_up(FollowUp::Texts {
+                        user: user.clone(),
+                        texts: rest.clone(),
+                        key: dedup_key,
+                    })
+                    .await;
+                if let Err(error) = &taken {
+                    tracing::warn!(%error, "wechat: later parts not queued; sending them in-process");
+                }
+                if !matches!(taken, Ok(true)) {
+                    let handler = Arc::clone(&account.handler);
+                    tokio::spawn(async move { deliver(&service, &*handler, &user, rest).await });
+                }
             }
             Some(_) => {}
             None => tracing::info!(

@@ -1,0 +1,298 @@
+//! The server-mode job queue: a Redis stream read by one consumer group,
+//! every `wenke` instance a consumer.
+//!
+//! - `{prefix}jobs`: the stream of due jobs (field `job`, the job as JSON).
+//!   A claimed job stays in the group's pending list until it is
+//!   acknowledged; one whose lease (idle time) runs out is claimed by the
+//!   next worker that asks, on any instance (`XAUTOCLAIM`).
+//! - `{prefix}jobs:delayed`: jobs waiting for their retry time, a sorted
+//!   set by due time; moved to the stream when due.
+//! - `{prefix}jobs:dead`: the dead letters, a hash by job id.
+//!
+//! Every move between the three (claim with promotion, retry, bury,
+//! revive) is one Lua script or one `MULTI`, so a crash between its steps
+//! cannot lose or duplicate a job.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{Job, JobError, JobQueue, Leased, QueueDepth, Task};
+
+const GROUP: &str = "workers";
+/// Like the session store's: a slow Redis fails a claim fast, and the
+/// worker tries again.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Moves due delayed jobs to the stream, then claims one job: first one
+/// whose lease ran out, else a new one.
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, job in ipairs(due) do
+  redis.call('XADD', KEYS[1], '*', 'job', job)
+  redis.call('ZREM', KEYS[2], job)
+end
+local stale = redis.call('XAUTOCLAIM', KEYS[1], ARGV[2], ARGV[3], ARGV[4], '0-0', 'COUNT', 1)
+local entry = stale[2][1]
+if not entry then
+  local fresh = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not fresh then return false end
+  entry = fresh[1][2][1]
+end
+if not entry then return false end
+local fields = entry[2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'job' then return {entry[1], fields[i + 1]} end
+end
+return {entry[1], ''}
+",
+    )
+});
+
+/// Moves a dead letter back to the stream, once.
+static REVIVE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Jobs in Redis, shared by every instance.
+pub struct RedisJobQueue {
+    connection: redis::aio::ConnectionManager,
+    stream: String,
+    delayed: String,
+    dead: String,
+    /// This process's name in the consumer group.
+    consumer: String,
+    enqueued: Notify,
+}
+
+impl RedisJobQueue {
+    /// Connects to `url`; every key starts with `prefix` (the session
+    /// store's, so one setting names a deployment's keys).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, JobError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let mut connection =
+            redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        let stream = format!("{prefix}jobs");
+        // From the stream's start, so jobs enqueued before the group
+        // existed are read too.
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut connection)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(error) if error.code() == Some("BUSYGROUP") => {}
+            Err(error) => return Err(error.into()),
+        }
+        Ok(Self {
+            connection,
+            delayed: format!("{stream}:delayed"),
+            dead: format!("{stream}:dead"),
+            stream,
+            consumer: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
+            enqueued: Notify::new(),
+        })
+    }
+
+    /// Acknowledges and deletes the stream entry, plus `also` in the same
+    /// transaction.
+    async fn settle(
+        &self,
+        leased: &Leased,
+        also: impl FnOnce(&mut redis::Pipeline),
+    ) -> Result<(), JobError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        also(&mut pipe);
+        pipe.cmd("XACK")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(&leased.receipt)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(&leased.receipt)
+            .ignore();
+        let () = pipe.query_async(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+#[async_trait::async_trait]
+impl JobQueue for RedisJobQueue {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn enqueue(&self, task: Task) -> Result<Uuid, JobError> {
+        let job = Job::new(task);
+        let _: String = self
+            .connection
+            .clone()
+            .xadd(&self.stream, "*", &[("job", job.encode())])
+            .await?;
+        self.enqueued.notify_one();
+        Ok(job.id)
+    }
+
+    async fn claim(&self, lease: Duration) -> Result<Option<Leased>, JobError> {
+        let claimed: Option<(String, String)> = CLAIM
+            .key(&self.stream)
+            .key(&self.delayed)
+            .arg(now_millis())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(millis(lease))
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let Some((receipt, text)) = claimed else {
+            return Ok(None);
+        };
+        match Job::decode(&text) {
+            Ok(job) => Ok(Some(Leased { job, receipt })),
+            Err(error) => {
+                // Keep the bytes for an operator rather than drop them,
+                // and take the entry out of the stream so it is not
+                // claimed forever.
+                let dead_key = format!("corrupt-{receipt}");
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hset(&self.dead, &dead_key, &text)
+                    .ignore()
+                    .cmd("XACK")
+                    .arg(&self.stream)
+                    .arg(GROUP)
+                    .arg(&receipt)
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(&self.stream)
+                    .arg(&receipt)
+                    .ignore();
+                let () = pipe.query_async(&mut self.connection.clone()).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn complete(&self, leased: &Leased) -> Result<(), JobError> {
+        self.settle(leased, |_| {}).await
+    }
+
+    async fn retry(&self, leased: &Leased, error: &str, delay: Duration) -> Result<(), JobError> {
+        let mut job = leased.job.clone();
+        job.attempts += 1;
+        job.last_error = Some(error.to_owned());
+        let due = now_millis().saturating_add(millis(delay));
+        let text = job.encode();
+        self.settle(leased, |pipe| {
+            pipe.zadd(&self.delayed, text, due).ignore();
+        })
+        .await
+    }
+
+    async fn bury(&self, leased: &Leased, error: &str) -> Result<(), JobError> {
+        let mut job = leased.job.clone();
+        job.attempts += 1;
+        job.last_error = Some(error.to_owned());
+        job.buried_at = Some(super::now());
+        let text = job.encode();
+        self.settle(leased, |pipe| {
+            pipe.hset(&self.dead, job.id.to_string(), text).ignore();
+        })
+        .await
+    }
+
+    async fn dead(&self) -> Result<Vec<Job>, JobError> {
+        let texts: Vec<String> = self.connection.clone().hvals(&self.dead).await?;
+        let mut jobs = Vec::with_capacity(texts.len());
+        for text in texts {
+            match Job::decode(&text) {
+                Ok(job) => jobs.push(job),
+                Err(error) => tracing::warn!(%error, "jobs: unreadable dead letter"),
+            }
+        }
+        jobs.sort_by(|a, b| b.buried_at.cmp(&a.buried_at).then(b.id.cmp(&a.id)));
+        Ok(jobs)
+    }
+
+    async fn revive(&self, id: Uuid) -> Result<bool, JobError> {
+        let field = id.to_string();
+        let text: Option<String> = self.connection.clone().hget(&self.dead, &field).await?;
+        let Some(text) = text else {
+            return Ok(false);
+        };
+        let mut job = Job::decode(&text)?;
+        job.attempts = 0;
+        job.buried_at = None;
+        let revived: i64 = REVIVE
+            .key(&self.dead)
+            .key(&self.stream)
+            .arg(&field)
+            .arg(job.encode())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        if revived == 1 {
+            self.enqueued.notify_one();
+        }
+        Ok(revived == 1)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, JobError> {
+        let mut pipe = redis::pipe();
+        pipe.xlen(&self.stream)
+            .cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .zcard(&self.delayed)
+            .hlen(&self.dead);
+        let (in_stream, pending, delayed, dead): (usize, redis::Value, usize, usize) =
+            pipe.query_async(&mut self.connection.clone()).await?;
+        // XPENDING's summary starts with the number of pending entries.
+        let running = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(count)) => usize::try_from(*count).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(QueueDepth {
+            ready: in_stream.saturating_sub(running),
+            delayed,
+            running,
+            dead,
+        })
+    }
+
+    async fn wait_for_work(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.enqueued.notified()).await;
+    }
+}
