@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use bot::routing::Route;
 use bot::jobs::{JobQueue, RedisJobQueue, StoreJobQueue};
+use bot::routing::Route;
 use bot::session::{MemorySessionStore, RedisSessionStore, SessionStore};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};

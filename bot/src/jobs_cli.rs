@@ -45,7 +45,11 @@ async fn open_queue(store: &StoreArgs, engine: &EngineArgs) -> anyhow::Result<Ar
 }
 
 /// Runs a jobs command.
-pub async fn run(store: &StoreArgs, engine: &EngineArgs, command: JobsCommand) -> anyhow::Result<()> {
+pub async fn run(
+    store: &StoreArgs,
+    engine: &EngineArgs,
+    command: JobsCommand,
+) -> anyhow::Result<()> {
     let queue = open_queue(store, engine).await?;
     match command {
         JobsCommand::Status => {
@@ -64,7 +68,10 @@ pub async fn run(store: &StoreArgs, engine: &EngineArgs, command: JobsCommand) -
                 let buried = job
                     .buried_at
                     .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
-                    .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+                    .and_then(|at| {
+                        at.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
                     .unwrap_or_default();
                 println!(
                     "{}\t{}\t{} attempts\t{}\t{}",

@@ -133,6 +133,10 @@ pub struct Broadcast {
     /// The message, as rendered when the send started.
     #[serde(default)]
     pub text: String,
+    /// The last subscriber (by storage key) a send was started for; a
+    /// send resumes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 const SENDING: &str = "sending";
@@ -391,6 +395,7 @@ pub async fn start_broadcast(
         rate_limited: 0,
         status: SENDING.into(),
         text,
+        cursor: None,
     };
     outreach.save_broadcast(&broadcast).await?;
     engine
@@ -408,58 +413,63 @@ pub async fn start_broadcast(
 /// well inside a job's lease.
 const CHUNK: usize = 100;
 
-/// Sends a broadcast to the next [`CHUNK`] subscribers after `after`, adds
-/// the chunk's counts to the broadcast, and enqueues the chunk after it or
-/// marks the broadcast done.
+/// Sends a broadcast to the next [`CHUNK`] subscribers after `after`,
+/// then enqueues the chunk after it or marks the broadcast done.
 ///
-/// Each subscriber is claimed once per broadcast before their message is
-/// stored, so a chunk run again (its process died) skips whom it reached.
-/// That makes a broadcast at most once per user: a process killed between
-/// a claim and the notice it guards loses that one message rather than
-/// sending it twice.
+/// Before each subscriber the broadcast record is saved with them as its
+/// cursor (and the counts so far), and a chunk run again (its process
+/// died) starts after the cursor; each subscriber is also claimed once per
+/// broadcast in the session store, which keeps two runs of one chunk on
+/// two instances apart. That makes a broadcast at most once per user: a
+/// process killed between saving the cursor and storing that user's
+/// notice loses that one message rather than sending it twice.
 pub(crate) async fn send_chunk(
     engine: &Engine,
     id: &str,
     after: Option<&str>,
 ) -> Result<(), OutreachError> {
     let outreach = engine.outreach();
-    let Some(broadcast) = outreach.broadcast(id).await? else {
-        return Err(OutreachError::Corrupt("broadcast", format!("{id} is not recorded")));
+    let Some(mut tally) = outreach.broadcast(id).await? else {
+        return Err(OutreachError::Corrupt(
+            "broadcast",
+            format!("{id} is not recorded"),
+        ));
     };
-    if broadcast.status == DONE {
+    if tally.status == DONE {
         return Ok(());
     }
+    let start = match (after, tally.cursor.as_deref()) {
+        (Some(after), Some(cursor)) => Some(after.max(cursor).to_owned()),
+        (after, cursor) => after.or(cursor).map(str::to_owned),
+    };
     // The audience as it is now: someone who opted out since the start is
     // not sent to.
-    let subscribers = outreach.audience(&broadcast.audience).await?;
+    let subscribers = outreach.audience(&tally.audience).await?;
     let chunk: Vec<&Subscriber> = subscribers
         .iter()
-        .filter(|s| after.is_none_or(|last| s.user.as_str() > last))
+        .filter(|s| start.as_deref().is_none_or(|last| s.user.as_str() > last))
         .take(CHUNK)
         .collect();
     let sessions: &Arc<dyn SessionStore> = engine.sessions();
-    let (mut sent, mut rate_limited) = (0, 0);
     for subscriber in &chunk {
-        let once = format!("broadcast:{}:{}", broadcast.id, subscriber.user);
+        tally.cursor = Some(subscriber.user.clone());
+        outreach.save_broadcast(&tally).await?;
+        let once = format!("broadcast:{}:{}", tally.id, subscriber.user);
         if !sessions.claim(&once, SENT_MARK_TTL).await? {
             continue;
         }
         let daily = format!("push-daily:{}", subscriber.user);
         let day = Duration::from_secs(24 * 60 * 60);
         if !sessions.allow(&daily, DAILY_LIMIT_PER_USER, day).await? {
-            rate_limited += 1;
+            tally.rate_limited += 1;
             continue;
         }
-        engine.notify(&subscriber.user, broadcast.text.clone()).await;
-        sent += 1;
+        engine.notify(&subscriber.user, tally.text.clone()).await;
+        tally.sent += 1;
+        outreach.save_broadcast(&tally).await?;
         tokio::time::sleep(SEND_INTERVAL).await;
     }
-    // Read again: another instance may have saved a chunk meanwhile.
-    let mut tally = outreach.broadcast(id).await?.unwrap_or(broadcast);
-    tally.sent += sent;
-    tally.rate_limited += rate_limited;
-    let last = chunk.last().map(|s| s.user.clone());
-    if last.is_none() {
+    let Some(last) = chunk.last().map(|s| s.user.clone()) else {
         tally.status = DONE.into();
         tracing::info!(
             broadcast = tally.id,
@@ -467,17 +477,17 @@ pub(crate) async fn send_chunk(
             rate_limited = tally.rate_limited,
             "broadcast done"
         );
-    }
+        outreach.save_broadcast(&tally).await?;
+        return Ok(());
+    };
     outreach.save_broadcast(&tally).await?;
-    if let Some(last) = last {
-        engine
-            .jobs()
-            .enqueue(Task::Broadcast {
-                id: tally.id.clone(),
-                after: Some(last),
-            })
-            .await
-            .map_err(|e| OutreachError::Queue(e.to_string()))?;
-    }
+    engine
+        .jobs()
+        .enqueue(Task::Broadcast {
+            id: tally.id.clone(),
+            after: Some(last),
+        })
+        .await
+        .map_err(|e| OutreachError::Queue(e.to_string()))?;
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bot::Engine;
-use bot::jobs::{WorkerConfig, spawn_workers};
 use bot::http::{HttpConfig, router, watch_prompts};
+use bot::jobs::{WorkerConfig, spawn_workers};
 use webhooks::telegram::{TelegramConfig, TelegramMode};
 use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::service::{

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bot::session::{Choice, MemorySessionStore, RedisSessionStore, Session, SessionStore};
 use bot::jobs::StoreJobQueue;
+use bot::session::{Choice, MemorySessionStore, RedisSessionStore, Session, SessionStore};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use kb::KnowledgeBase;

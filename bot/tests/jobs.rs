@@ -34,7 +34,11 @@ async fn embedded() -> Pair {
     // the test body, and must still find its files.
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let store: Arc<dyn PointStore> = Arc::new(EdgeStore::open(&dir).expect("edge store"));
-    let first = Arc::new(StoreJobQueue::open(Arc::clone(&store)).await.expect("queue"));
+    let first = Arc::new(
+        StoreJobQueue::open(Arc::clone(&store))
+            .await
+            .expect("queue"),
+    );
     Pair {
         first,
         reopen: Box::new(move || {
@@ -77,7 +81,10 @@ async fn claims_in_order_and_completes(queue: &dyn JobQueue) {
     let two = queue.claim(LEASE).await.expect("claim").expect("a job");
     assert_eq!((one.job.id, two.job.id), (first, second));
     assert_eq!(one.job.attempts, 0);
-    assert!(queue.claim(LEASE).await.expect("claim").is_none(), "both are leased");
+    assert!(
+        queue.claim(LEASE).await.expect("claim").is_none(),
+        "both are leased"
+    );
     assert_eq!(
         queue.depth().await.expect("depth"),
         QueueDepth {
@@ -146,10 +153,17 @@ async fn a_lost_lease_makes_the_job_due_again(pair: &Pair) {
     let _dying = queue.claim(short).await.expect("claim").expect("a job");
     let reopened = (pair.reopen)().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let recovered = reopened.claim(short).await.expect("claim").expect("recovered");
+    let recovered = reopened
+        .claim(short)
+        .await
+        .expect("claim")
+        .expect("recovered");
     assert_eq!(recovered.job.id, id);
     reopened.complete(&recovered).await.expect("complete");
-    assert_eq!(reopened.depth().await.expect("depth"), QueueDepth::default());
+    assert_eq!(
+        reopened.depth().await.expect("depth"),
+        QueueDepth::default()
+    );
 }
 
 async fn contract(pair: Pair) {

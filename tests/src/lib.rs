@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bot::session::{MemorySessionStore, SessionStore};
 use bot::jobs::{JobQueue, StoreJobQueue};
+use bot::session::{MemorySessionStore, SessionStore};
 use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use kb::KnowledgeBase;

@@ -242,7 +242,9 @@ impl RetryPolicy {
             return None;
         }
         let exponent = failures.saturating_sub(1).min(16);
-        let delay = self.first_delay.saturating_mul(4u32.saturating_pow(exponent));
+        let delay = self
+            .first_delay
+            .saturating_mul(4u32.saturating_pow(exponent));
         Some(delay.min(self.max_delay))
     }
 }

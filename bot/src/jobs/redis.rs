@@ -85,8 +85,7 @@ impl RedisJobQueue {
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1);
-        let mut connection =
-            redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        let mut connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
         let stream = format!("{prefix}jobs");
         // From the stream's start, so jobs enqueued before the group
         // existed are read too.

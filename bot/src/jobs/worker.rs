@@ -198,12 +198,7 @@ async fn run_task(engine: &Engine, job: &Job) -> Result<(), TaskFailure> {
 }
 
 async fn push_notice(engine: &Engine, user: &str, id: uuid::Uuid) -> Result<(), TaskFailure> {
-    let Some(notice) = engine
-        .notices()
-        .get(id)
-        .await
-        .map_err(TaskFailure::retry)?
-    else {
+    let Some(notice) = engine.notices().get(id).await.map_err(TaskFailure::retry)? else {
         // Delivered with a reply meanwhile.
         return Ok(());
     };
