@@ -114,6 +114,8 @@ pub struct HttpConfig {
     pub staff_token: Option<String>,
     /// The editor console, at `/console`.
     pub console: Option<Arc<crate::console::Console>>,
+    /// The per-address limit of the web chat, the APIs and the console.
+    pub ip_limit: Option<crate::ip_limit::IpLimit>,
 }
 
 /// The WeChat customer-service (or WeCom app message) client over the
@@ -165,24 +167,35 @@ pub fn router(
 ) -> Result<Router, webhooks::wechat::crypto::CryptoError> {
     let handler: Arc<dyn Handler> = engine.clone();
     let request_id = HeaderName::from_static("x-request-id");
+    // What people and scripts call directly: limited per address.
+    let mut direct = Router::new()
+        .merge(crate::listings_http::router(
+            Arc::clone(&engine),
+            channels.staff_token.clone(),
+        ))
+        .merge(webhooks::web::router(Arc::clone(&handler)));
+    if let Some(console) = &channels.console {
+        direct = direct.merge(crate::console::router(Arc::clone(console)));
+    }
+    if let Some(limit) = &channels.ip_limit {
+        let limiter = crate::ip_limit::IpLimiter::new(limit.clone(), Arc::clone(engine.sessions()));
+        direct = direct.layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::ip_limit::limit,
+        ));
+    }
+    // Probes, metrics and the platforms' signed webhooks are not.
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::serve))
         .with_state(Arc::clone(&engine))
-        .merge(crate::listings_http::router(
-            engine,
-            channels.staff_token.clone(),
-        ))
-        .merge(webhooks::web::router(Arc::clone(&handler)));
+        .merge(direct);
     if let Some(config) = &channels.wecom {
         app = app.merge(webhooks::wechat::work::router(
             Arc::clone(&handler),
             config.clone(),
         )?);
-    }
-    if let Some(console) = &channels.console {
-        app = app.merge(crate::console::router(Arc::clone(console)));
     }
     if let Some(telegram) = channels.telegram.as_ref().filter(|t| t.uses_webhook()) {
         app = app.merge(telegram.router());

@@ -10,6 +10,7 @@
 //! - [`dictionary`]: editors' edits of the synonym and sensitive-word lists.
 //! - [`turns`]: the durable turn log.
 //! - [`http`]: the HTTP surface (web chat, API, health).
+//! - [`ip_limit`]: the per-address rate limit of the directly called routes.
 //! - [`intake`]: the filing conversation of demands and capabilities.
 //! - [`listings`]: forms in progress, notices, listing serial numbers.
 //! - [`jobs`]: the durable queue of background work, and its workers.
@@ -25,6 +26,7 @@ pub mod dictionary;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod ip_limit;
 pub mod jobs;
 pub mod listings;
 pub mod listings_http;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::HeaderName;
 use bot::Engine;
 use bot::http::{HttpConfig, router, watch_prompts};
+use bot::ip_limit::IpLimit;
 use bot::jobs::{WorkerConfig, spawn_workers};
 use webhooks::telegram::{TelegramConfig, TelegramMode};
 use webhooks::wechat::account::AccountConfig;
@@ -23,6 +25,14 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WENKE_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Requests per minute one address may make to the web chat, the APIs
+    /// and the console (0: no limit). The channels' webhooks are exempt.
+    #[arg(long, env = "WENKE_IP_LIMIT", default_value_t = 600)]
+    ip_limit: u32,
+    /// The header a trusted reverse proxy sets to the client's address
+    /// (e.g. `X-Real-IP`); without it the connection's peer address counts.
+    #[arg(long, env = "WENKE_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
     /// The WeChat Official Account's server token (enables `/wechat`).
     #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
     wechat_token: Option<String>,
@@ -112,9 +122,21 @@ async fn http_config(
     )
     .await
     .context("opening the editor console")?;
+    let client_ip_header = match given(args.client_ip_header) {
+        Some(name) => Some(
+            HeaderName::try_from(name.trim())
+                .with_context(|| format!("WENKE_CLIENT_IP_HEADER is not a header name: {name}"))?,
+        ),
+        None => None,
+    };
+    let ip_limit = (args.ip_limit > 0).then(|| IpLimit {
+        per_minute: args.ip_limit,
+        client_ip_header,
+    });
     let mut config = HttpConfig {
         staff_token: given(args.staff_token),
         console: Some(console),
+        ip_limit,
         ..Default::default()
     };
     if let Some(token) = given(args.wechat_token) {
@@ -232,9 +254,12 @@ pub async fn serve(
     }
     let workers = spawn_workers(Arc::clone(&engine), WorkerConfig::default());
     let turns = engine.turns().clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     workers.stop(JOB_GRACE).await;
     turns.flush().await?;
     Ok(())

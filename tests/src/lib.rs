@@ -212,6 +212,7 @@ pub async fn serve_with(
         },
     );
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).await {
             eprintln!("test server stopped: {error}");
         }

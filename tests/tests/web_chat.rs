@@ -283,3 +283,50 @@ async fn the_http_api_answers_and_reports_health() -> anyhow::Result<()> {
     assert!(text.trim_end().ends_with("# EOF"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_is_limited_but_probes_and_other_addresses_are_not() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    // Behind a proxy that names the client in X-Real-IP.
+    let channels = bot::http::HttpConfig {
+        ip_limit: Some(bot::ip_limit::IpLimit {
+            per_minute: 3,
+            client_ip_header: Some(axum::http::HeaderName::from_static("x-real-ip")),
+        }),
+        ..Default::default()
+    };
+    let addr = tests::serve_with(engine, &channels).await?;
+    let client = reqwest::Client::new();
+    let ask = |ip: &'static str, user: &'static str| {
+        client
+            .post(format!("http://{addr}/api/chat"))
+            .header("x-real-ip", ip)
+            .json(&serde_json::json!({"user_id": user, "text": "洋芋叶子发黑咋个办"}))
+            .send()
+    };
+    // Different users behind one address share its budget.
+    for user in ["ip-a", "ip-b", "ip-c"] {
+        assert_eq!(ask("203.0.113.7", user).await?.status(), 200);
+    }
+    let refused = ask("203.0.113.7", "ip-d").await?;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
+    assert!(refused.text().await?.contains("请求太频繁"));
+    assert_eq!(ask("198.51.100.2", "ip-e").await?.status(), 200);
+    for _ in 0..5 {
+        let health = client
+            .get(format!("http://{addr}/healthz"))
+            .header("x-real-ip", "203.0.113.7")
+            .send()
+            .await?;
+        assert_eq!(health.status(), 200);
+    }
+    Ok(())
+}
