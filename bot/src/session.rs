@@ -296,6 +296,19 @@ impl SessionStore for MemorySessionStore {
 /// a slow Redis must not push a reply past WeChat's budget.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// A reconnecting connection to `url` whose commands fail after
+/// [`REDIS_TIMEOUT`] (shared by the session store and the job queue).
+pub(crate) async fn connect_redis(
+    url: &str,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1);
+    redis::aio::ConnectionManager::new_with_config(client, config).await
+}
+
 /// Sessions in Redis, shared by every instance. Keys are prefixed, so one
 /// Redis can serve several deployments (or test runs) side by side.
 #[derive(Clone)]
@@ -308,12 +321,7 @@ impl RedisSessionStore {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`); every key starts
     /// with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, SessionError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        let connection = connect_redis(url).await?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),

@@ -23,9 +23,6 @@ use uuid::Uuid;
 use super::{Job, JobError, JobQueue, Leased, QueueDepth, Task};
 
 const GROUP: &str = "workers";
-/// Like the session store's: a slow Redis fails a claim fast, and the
-/// worker tries again.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Moves due delayed jobs to the stream, then claims one job: first one
 /// whose lease ran out, else a new one.
@@ -80,12 +77,9 @@ impl RedisJobQueue {
     /// Connects to `url`; every key starts with `prefix` (the session
     /// store's, so one setting names a deployment's keys).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, JobError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let mut connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        // The session store's settings: a slow Redis fails a claim fast,
+        // and the worker tries again.
+        let mut connection = crate::session::connect_redis(url).await?;
         let stream = format!("{prefix}jobs");
         // From the stream's start, so jobs enqueued before the group
         // existed are read too.

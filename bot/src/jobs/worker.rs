@@ -203,10 +203,9 @@ async fn push_notice(engine: &Engine, user: &str, id: uuid::Uuid) -> Result<(), 
         return Ok(());
     };
     let Some(user_key) = UserKey::from_storage_key(user) else {
-        return Err(TaskFailure::permanent(format!(
-            "not a user key: {}",
-            user.len()
-        )));
+        return Err(TaskFailure::permanent(
+            "the notice's user key has no channel",
+        ));
     };
     let Some(pusher) = engine.pusher(user_key.channel) else {
         // No push on this instance's channels: the notice waits for the

@@ -268,6 +268,7 @@ pub(super) async fn answer(
                 return plain(StatusCode::OK, "success");
             };
             if service.claim_follow_up(&dedup_key).await {
+                service.mark_late(&dedup_key).await;
                 let taken = account
                     .handler
                     .follow_up(FollowUp::Answer {
@@ -300,6 +301,14 @@ pub(super) async fn answer(
     };
     if unsubscribed {
         return plain(StatusCode::OK, "success");
+    }
+    // Another delivery of this message missed the budget: its answer is
+    // being pushed, so this one must not carry it too.
+    if let Some(service) = &service
+        && service.is_late(&dedup_key).await
+    {
+        let interim = account.config.interim_text.clone();
+        return passive(account, &message, encrypted, timestamp, nonce, &interim);
     }
     let mut texts = reply.split_into_messages(limit).into_iter();
     let Some(first) = texts.next() else {

@@ -183,6 +183,23 @@ impl CustomerService {
             .await
     }
 
+    /// Records that one inbound message's answer goes out as a push (it
+    /// missed the reply budget), so later deliveries of it reply with the
+    /// interim text instead of the answer, which would then arrive twice.
+    pub async fn mark_late(&self, dedup_key: &str) {
+        self.cache
+            .put(&format!("wechat:late:{dedup_key}"), "1", WINDOW)
+            .await;
+    }
+
+    /// Whether [`Self::mark_late`] was called for this message.
+    pub async fn is_late(&self, dedup_key: &str) -> bool {
+        self.cache
+            .get(&format!("wechat:late:{dedup_key}"))
+            .await
+            .is_some()
+    }
+
     async fn access_token(&self, refresh: bool) -> Result<String, PushError> {
         if !refresh && let Some(token) = self.cache.get(&self.token_key()).await {
             return Ok(token);
