@@ -203,6 +203,7 @@ const BUILTIN_CONSOLE: &[(&str, &str)] = &[
     console_page!("import.html"),
     console_page!("login.html"),
     console_page!("push.html"),
+    console_page!("jobs.html"),
     console_page!("reports.html"),
     console_page!("report.md"),
     console_page!("review.html"),

@@ -825,3 +825,92 @@ async fn a_bulk_import_reports_every_refused_row_and_keeps_the_rest_as_drafts() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_dead_jobs_and_queue_them_again() -> anyhow::Result<()> {
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let console = tests::console_with(&engine, &[("guan", Role::Admin)], PASSWORD).await?;
+    let channels = bot::http::HttpConfig {
+        console: Some(Arc::clone(&console)),
+        ..Default::default()
+    };
+    let base = format!(
+        "http://{}",
+        tests::serve_with(Arc::clone(&engine), &channels).await?
+    );
+    // A push whose user key names no channel can never run: it is buried
+    // at its first run, without retries.
+    let notice = engine.notices().push("no-channel", "通知".into()).await?;
+    let id = engine
+        .jobs()
+        .enqueue(bot::jobs::Task::PushNotice {
+            user: "no-channel".into(),
+            notice: notice.id,
+        })
+        .await?;
+    let buried = |engine: Arc<bot::Engine>| async move {
+        for _ in 0..100 {
+            let dead = engine.jobs().dead().await?;
+            if let Some(job) = dead.into_iter().find(|job| job.id == id) {
+                return anyhow::Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the job was not buried")
+    };
+    let job = buried(Arc::clone(&engine)).await?;
+    assert_eq!(job.attempts, 1);
+
+    let admin = Browser::new(&base)?;
+    assert_eq!(admin.sign_in("guan", PASSWORD).await?, 303);
+    let (status, page) = admin.get("/console/jobs").await?;
+    assert_eq!(status, 200);
+    assert!(page.contains(&id.to_string()), "{page}");
+    assert!(page.contains("push_notice"), "{page}");
+    assert!(page.contains("has no channel"), "the last error: {page}");
+    assert!(
+        page.contains("href=\"/console/jobs\""),
+        "in the menu: {page}"
+    );
+
+    let csrf = tests::hidden_csrf(&page).unwrap_or_default();
+    let id_text = id.to_string();
+    let (status, _, _) = admin
+        .post(
+            "/console/jobs/retry",
+            &[("csrf", csrf.as_str()), ("id", id_text.as_str())],
+        )
+        .await?;
+    assert_eq!(status, 303);
+    // Queued again with its attempts reset, run, and buried again.
+    let metrics = || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await?
+            .text()
+            .await?;
+        anyhow::Ok(text)
+    };
+    let mut reran = false;
+    for _ in 0..100 {
+        if metrics()
+            .await?
+            .contains("wenke_jobs_total{kind=\"push_notice\",outcome=\"buried\"} 2")
+        {
+            reran = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reran, "{}", metrics().await?);
+    let job = buried(Arc::clone(&engine)).await?;
+    assert_eq!(job.attempts, 1, "attempts counted afresh");
+    let (status, _, _) = admin
+        .post(
+            "/console/jobs/retry",
+            &[("csrf", csrf.as_str()), ("id", "not-an-id")],
+        )
+        .await?;
+    assert_eq!(status, 400);
+    Ok(())
+}

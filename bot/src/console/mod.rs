@@ -26,6 +26,7 @@ mod entries;
 mod feedback;
 mod hit_test;
 mod import;
+mod jobs;
 mod markdown;
 mod push;
 mod reports;
@@ -631,6 +632,8 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("GET", "/console/capabilities", Some(Role::Staff)),
     ("GET", "/console/reports", Some(Role::Staff)),
     ("GET", "/console/reports/export", Some(Role::Staff)),
+    ("GET", "/console/jobs", Some(Role::Admin)),
+    ("POST", "/console/jobs/retry", Some(Role::Admin)),
     ("POST", "/console/logout", None),
 ];
 
@@ -677,6 +680,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/capabilities", get(demands::capabilities))
         .route("/console/reports", get(reports::page))
         .route("/console/reports/export", get(reports::export))
+        .route("/console/jobs", get(jobs::page))
+        .route("/console/jobs/retry", post(jobs::retry))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),
             render_errors,
