@@ -1,5 +1,6 @@
 //! The crash harness. A child process imports entries, takes entries through
-//! the editorial workflow and files demands by chat, all at once, on a real
+//! the editorial workflow, files demands by chat and sends broadcasts
+//! (background jobs), all at once, on a real
 //! qdrant-edge data directory, while this test kills it with SIGKILL at
 //! random moments (most while it writes, some while it is still starting
 //! and finishing what the previous crash left). Each restart checks, from
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bot::Engine;
+use bot::jobs::{WorkerConfig, spawn_workers};
+use bot::outreach::{Audience, start_broadcast};
 use kb::entry::{Entry, EntryContent, Status};
 use kb::import::parse_jsonl;
 use kb::store::{Filter, scroll_all};
@@ -58,6 +61,8 @@ struct Ledger {
     filed: BTreeMap<String, String>,
     /// Filers whose conversation started and was not acknowledged.
     filing: BTreeSet<String>,
+    /// Broadcast id → (its audience's crop, the cycle that started it).
+    broadcasts: BTreeMap<String, (String, u32)>,
 }
 
 impl Ledger {
@@ -91,6 +96,11 @@ impl Ledger {
             ["ack", "demand", user, number] => {
                 self.filing.remove(*user);
                 self.filed.insert((*user).to_owned(), (*number).to_owned());
+                None
+            }
+            ["ack", "broadcast", id, crop] => {
+                self.broadcasts
+                    .insert((*id).to_owned(), ((*crop).to_owned(), self.cycle));
                 None
             }
             _ => None,
@@ -283,14 +293,19 @@ async fn crash_child() -> anyhow::Result<()> {
     }
     say("ready");
     let cycle = ledger.cycle;
+    // As `wenke serve` does: jobs the previous child left run again.
+    let _workers = spawn_workers(Arc::clone(&engine), WorkerConfig::default());
     let imports = tokio::spawn(import_forever(Arc::clone(&engine), cycle));
     let workflow = tokio::spawn(workflow_forever(Arc::clone(&engine), cycle));
+    let broadcasts = tokio::spawn(broadcast_forever(Arc::clone(&engine), cycle));
     let demands = tokio::spawn(file_demands_forever(engine, cycle));
     // The loops end only by failing, which the parent sees as a violation.
-    let (imports, workflow, demands) = tokio::join!(imports, workflow, demands);
+    let (imports, workflow, broadcasts, demands) =
+        tokio::join!(imports, workflow, broadcasts, demands);
     for (name, outcome) in [
         ("import", imports),
         ("workflow", workflow),
+        ("broadcast", broadcasts),
         ("demand", demands),
     ] {
         match outcome {
@@ -489,10 +504,42 @@ async fn check(engine: &Engine, ledger: &Ledger) -> anyhow::Result<Vec<String>> 
             ));
         }
     }
+    // Broadcasts: every acknowledged one is recorded, no subscriber got
+    // one twice, and a finished one missed at most one subscriber per
+    // kill it lived through (the send a kill cut off).
+    let mut finished = 0;
+    for (id, (crop, started_in)) in &ledger.broadcasts {
+        let Some(broadcast) = engine.outreach().broadcast(id).await? else {
+            violations.push(format!("acknowledged broadcast {id} is not recorded"));
+            continue;
+        };
+        let audience = Audience {
+            crop: Some(crop.clone()),
+            ..Audience::default()
+        };
+        let mut missed = 0;
+        for subscriber in engine.outreach().audience(&audience).await? {
+            match engine.notices().pending(&subscriber.user).await?.len() {
+                0 => missed += 1,
+                1 => {}
+                n => violations.push(format!("{} got broadcast {id} {n} times", subscriber.user)),
+            }
+        }
+        if broadcast.status == "done" {
+            finished += 1;
+            let kills = ledger.cycle - started_in;
+            if missed > kills as usize {
+                violations.push(format!(
+                    "broadcast {id} missed {missed} subscribers through {kills} kills"
+                ));
+            }
+        }
+    }
     say(&format!(
-        "checked {} entries, {point_count} index points, {} demands",
+        "checked {} entries, {point_count} index points, {} demands, {finished} of {} broadcasts finished",
         entries.len(),
-        demands.len()
+        demands.len(),
+        ledger.broadcasts.len()
     ));
     Ok(violations)
 }
@@ -622,6 +669,46 @@ async fn workflow_forever(engine: Arc<Engine>, cycle: u32) -> anyhow::Result<()>
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Subscribers of each broadcast (sent at 20 a second: about 1.5 s).
+const BROADCAST_AUDIENCE: usize = 30;
+
+/// Broadcasts of a published entry to a fresh audience each (its own crop
+/// interest), one every two seconds.
+async fn broadcast_forever(engine: Arc<Engine>, cycle: u32) -> anyhow::Result<()> {
+    let published = ListFilter {
+        status: Some(Status::Published),
+        ..ListFilter::default()
+    };
+    let entry = loop {
+        let first = engine.kb().list(&published).await?.into_iter().next();
+        if let Some(entry) = first
+            && let Some(published) = engine.published(&entry.id.to_string()).await?
+        {
+            break published;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for n in 0u64.. {
+        let crop = format!("崩溃作物{cycle}x{n}");
+        for i in 0..BROADCAST_AUDIENCE {
+            let user = UserKey::new(Channel::Web, format!("bc-{cycle}-{n}-{i:02}"));
+            engine
+                .outreach()
+                .subscribe(&user, None, std::slice::from_ref(&crop))
+                .await?;
+        }
+        let id = format!("crash-{cycle}-{n}");
+        let audience = Audience {
+            crop: Some(crop.clone()),
+            ..Audience::default()
+        };
+        start_broadcast(&engine, &id, &entry, audience, AUTHOR).await?;
+        say(&format!("ack broadcast {id} {crop}"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     Ok(())
 }
