@@ -342,9 +342,9 @@ impl Outreach {
 }
 
 /// Starts sending `entry` to the audience and returns the broadcast as
-/// started; the messages go out from a durable job, in paced chunks
-/// ([`send_chunk`]). A broadcast
-/// id seen before returns that broadcast and sends nothing more.
+/// started; the messages go out from durable jobs, in paced chunks
+/// (`send_chunk`). A broadcast id seen before returns that broadcast and
+/// sends nothing more.
 pub async fn start_broadcast(
     engine: &Engine,
     id: &str,
