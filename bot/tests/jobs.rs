@@ -80,7 +80,7 @@ async fn claims_in_order_and_completes(queue: &dyn JobQueue) {
     let one = queue.claim(LEASE).await.expect("claim").expect("a job");
     let two = queue.claim(LEASE).await.expect("claim").expect("a job");
     assert_eq!((one.job.id, two.job.id), (first, second));
-    assert_eq!(one.job.attempts, 0);
+    assert_eq!((one.job.attempts, one.lost_runs), (0, 0));
     assert!(
         queue.claim(LEASE).await.expect("claim").is_none(),
         "both are leased"
@@ -146,6 +146,7 @@ async fn a_lost_lease_makes_the_job_due_again(pair: &Pair) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let retaken = queue.claim(short).await.expect("claim").expect("due again");
     assert_eq!(retaken.job.id, id);
+    assert_eq!(retaken.lost_runs, 1, "the abandoned run counts");
 
     // The holder of that lease now dies; the reopened queue runs it.
     let id = queue.enqueue(task(5)).await.expect("enqueue");
@@ -159,6 +160,7 @@ async fn a_lost_lease_makes_the_job_due_again(pair: &Pair) {
         .expect("claim")
         .expect("recovered");
     assert_eq!(recovered.job.id, id);
+    assert_eq!(recovered.lost_runs, 1, "the dead process's run counts");
     reopened.complete(&recovered).await.expect("complete");
     assert_eq!(
         reopened.depth().await.expect("depth"),

@@ -139,6 +139,9 @@ impl Job {
 pub struct Leased {
     /// The job.
     pub job: Job,
+    /// Earlier runs that started and never recorded an outcome: their
+    /// process died (or hung past the lease) while running this job.
+    pub lost_runs: u32,
     /// The queue's handle on this delivery (a stream entry id in Redis).
     receipt: String,
 }

@@ -25,7 +25,9 @@ use super::{Job, JobError, JobQueue, Leased, QueueDepth, Task};
 const GROUP: &str = "workers";
 
 /// Moves due delayed jobs to the stream, then claims one job: first one
-/// whose lease ran out, else a new one.
+/// whose lease ran out, else a new one. Returns its entry id, the job and
+/// how often the entry has been delivered (more than once: earlier
+/// workers died with it).
 static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -42,11 +44,14 @@ if not entry then
   entry = fresh[1][2][1]
 end
 if not entry then return false end
+local deliveries = 1
+local pending = redis.call('XPENDING', KEYS[1], ARGV[2], entry[1], entry[1], 1)
+if pending[1] then deliveries = pending[1][4] end
 local fields = entry[2]
 for i = 1, #fields, 2 do
-  if fields[i] == 'job' then return {entry[1], fields[i + 1]} end
+  if fields[i] == 'job' then return {entry[1], fields[i + 1], deliveries} end
 end
-return {entry[1], ''}
+return {entry[1], '', deliveries}
 ",
     )
 });
@@ -158,7 +163,7 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn claim(&self, lease: Duration) -> Result<Option<Leased>, JobError> {
-        let claimed: Option<(String, String)> = CLAIM
+        let claimed: Option<(String, String, u32)> = CLAIM
             .key(&self.stream)
             .key(&self.delayed)
             .arg(now_millis())
@@ -167,11 +172,15 @@ impl JobQueue for RedisJobQueue {
             .arg(millis(lease))
             .invoke_async(&mut self.connection.clone())
             .await?;
-        let Some((receipt, text)) = claimed else {
+        let Some((receipt, text, deliveries)) = claimed else {
             return Ok(None);
         };
         match Job::decode(&text) {
-            Ok(job) => Ok(Some(Leased { job, receipt })),
+            Ok(job) => Ok(Some(Leased {
+                job,
+                lost_runs: deliveries.saturating_sub(1),
+                receipt,
+            })),
             Err(error) => {
                 // Keep the bytes for an operator rather than drop them,
                 // and take the entry out of the stream so it is not

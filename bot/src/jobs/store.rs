@@ -34,6 +34,10 @@ struct StoredJob {
     state: String,
     #[serde(with = "time::serde::rfc3339")]
     due_at: OffsetDateTime,
+    /// Runs started (claims); those beyond the job's recorded attempts
+    /// died with their process.
+    #[serde(default)]
+    starts: u32,
 }
 
 /// Jobs in the embedded point store.
@@ -65,16 +69,23 @@ impl StoreJobQueue {
     }
 
     async fn write(&self, job: &Job, state: &str, due_at: OffsetDateTime) -> Result<(), JobError> {
-        let stored = StoredJob {
+        // Every outcome resets the starts to the attempts it recorded.
+        self.write_stored(StoredJob {
             job: job.clone(),
             state: state.to_owned(),
             due_at,
-        };
+            starts: job.attempts,
+        })
+        .await
+    }
+
+    async fn write_stored(&self, stored: StoredJob) -> Result<(), JobError> {
+        let id = stored.job.id;
         self.store
             .upsert(
                 JOBS,
                 vec![NewPoint {
-                    id: job.id,
+                    id,
                     dense: None,
                     lexical: None,
                     payload: to_payload(&stored),
@@ -129,27 +140,42 @@ impl JobQueue for StoreJobQueue {
                 leased_now + 16,
             )
             .await?;
-        let now = Instant::now();
-        let mut leases = self.leases.lock();
-        for record in candidates {
-            let free = leases.get(&record.id).is_none_or(|until| *until <= now);
-            if !free {
-                continue;
-            }
-            let stored = match decode(record) {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::error!(%error, "jobs: unreadable job skipped");
+        let mut chosen = None;
+        {
+            let now = Instant::now();
+            let mut leases = self.leases.lock();
+            for record in candidates {
+                let free = leases.get(&record.id).is_none_or(|until| *until <= now);
+                if !free {
                     continue;
                 }
-            };
-            leases.insert(stored.job.id, now + lease);
-            return Ok(Some(Leased {
-                receipt: stored.job.id.to_string(),
-                job: stored.job,
-            }));
+                match decode(record) {
+                    Ok(stored) => {
+                        leases.insert(stored.job.id, now + lease);
+                        chosen = Some(stored);
+                        break;
+                    }
+                    Err(error) => tracing::error!(%error, "jobs: unreadable job skipped"),
+                }
+            }
         }
-        Ok(None)
+        let Some(mut stored) = chosen else {
+            return Ok(None);
+        };
+        // Recorded before the run, so a run its process does not survive
+        // still counts.
+        let lost_runs = stored.starts.saturating_sub(stored.job.attempts);
+        stored.starts += 1;
+        let job = stored.job.clone();
+        if let Err(error) = self.write_stored(stored).await {
+            self.unlease(job.id);
+            return Err(error);
+        }
+        Ok(Some(Leased {
+            receipt: job.id.to_string(),
+            job,
+            lost_runs,
+        }))
     }
 
     async fn complete(&self, leased: &Leased) -> Result<(), JobError> {

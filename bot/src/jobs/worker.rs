@@ -111,7 +111,16 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 /// Runs one claimed job and records its outcome.
 async fn run_one(engine: &Engine, queue: &dyn JobQueue, retry: &RetryPolicy, leased: &Leased) {
     let kind = leased.job.task.kind();
-    let outcome = run_task(engine, &leased.job).await;
+    let outcome = if leased.job.attempts + leased.lost_runs >= retry.max_attempts {
+        // A job whose runs keep dying with their process (a panic that
+        // aborts, memory exhaustion) is not run again.
+        Err(TaskFailure::permanent(format!(
+            "its process died during {} runs",
+            leased.lost_runs
+        )))
+    } else {
+        run_task(engine, &leased.job).await
+    };
     let (recorded, label) = match outcome {
         Ok(()) => (queue.complete(leased).await, "done"),
         Err(failure) => {
