@@ -109,7 +109,7 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// Runs one claimed job and records its outcome.
-async fn run_one(engine: &Engine, queue: &dyn JobQueue, retry: &RetryPolicy, leased: &Leased) {
+async fn run_one(engine: &Arc<Engine>, queue: &dyn JobQueue, retry: &RetryPolicy, leased: &Leased) {
     let kind = leased.job.task.kind();
     let outcome = if leased.job.attempts + leased.lost_runs >= retry.max_attempts {
         // A job whose runs keep dying with their process (a panic that
@@ -119,7 +119,16 @@ async fn run_one(engine: &Engine, queue: &dyn JobQueue, retry: &RetryPolicy, lea
             leased.lost_runs
         )))
     } else {
-        run_task(engine, &leased.job).await
+        // A task of its own, so a panic fails this job instead of ending
+        // the worker.
+        let (engine, job) = (Arc::clone(engine), leased.job.clone());
+        let run = tokio::spawn(async move { run_task(&engine, &job).await });
+        // A stopped worker stops its run too, as a dead process would.
+        let _stop_with_worker = AbortOnDrop(run.abort_handle());
+        match run.await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(TaskFailure::retry(format!("the run panicked: {error}"))),
+        }
     };
     let (recorded, label) = match outcome {
         Ok(()) => (queue.complete(leased).await, "done"),
@@ -143,6 +152,15 @@ async fn run_one(engine: &Engine, queue: &dyn JobQueue, retry: &RetryPolicy, lea
     crate::metrics::global().job(kind, label);
     if let Err(error) = recorded {
         tracing::warn!(job = %leased.job.id, %error, "jobs: outcome not recorded; the job runs again after its lease");
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
