@@ -13,6 +13,7 @@ use bot::turns::TurnLog;
 use bot::{Engine, EngineConfig};
 use clap::Args;
 use kb::entry::EntryId;
+use kb::store::PointStore;
 use webhooks::message::{Channel, Handler, Incoming, UserKey};
 
 use crate::kb_cli::StoreArgs;
@@ -54,6 +55,24 @@ impl EngineArgs {
             .filter(|url| !url.trim().is_empty())
     }
 
+    /// The job queue: in Redis when configured (with the sessions), else
+    /// in the point store `points` opens, which is only opened then.
+    pub async fn open_job_queue(
+        &self,
+        points: impl FnOnce() -> anyhow::Result<Arc<dyn PointStore>>,
+    ) -> anyhow::Result<Arc<dyn JobQueue>> {
+        if let Some(url) = self.redis_url() {
+            let queue = RedisJobQueue::connect(url, &self.redis_prefix)
+                .await
+                .with_context(|| format!("opening the job queue in Redis at {url}"))?;
+            return Ok(Arc::new(queue));
+        }
+        let queue = StoreJobQueue::open(points()?)
+            .await
+            .context("opening the job queue")?;
+        Ok(Arc::new(queue))
+    }
+
     /// The prompts directory, if it exists (a missing one means "shipped texts").
     pub fn prompts_dir(&self) -> Option<PathBuf> {
         self.prompts_dir.is_dir().then(|| self.prompts_dir.clone())
@@ -66,28 +85,15 @@ pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result
     let kb = Arc::new(store.open().await?);
     // Sessions and jobs live together: in Redis for a deployment of
     // several instances, else in this process and its data directory.
-    let (sessions, jobs): (Arc<dyn SessionStore>, Arc<dyn JobQueue>) = match args.redis_url() {
-        Some(url) => (
-            Arc::new(
-                RedisSessionStore::connect(url, &args.redis_prefix)
-                    .await
-                    .with_context(|| format!("connecting to Redis at {url}"))?,
-            ),
-            Arc::new(
-                RedisJobQueue::connect(url, &args.redis_prefix)
-                    .await
-                    .with_context(|| format!("opening the job queue in Redis at {url}"))?,
-            ),
+    let sessions: Arc<dyn SessionStore> = match args.redis_url() {
+        Some(url) => Arc::new(
+            RedisSessionStore::connect(url, &args.redis_prefix)
+                .await
+                .with_context(|| format!("connecting to Redis at {url}"))?,
         ),
-        None => (
-            Arc::new(MemorySessionStore::new()),
-            Arc::new(
-                StoreJobQueue::open(kb.store())
-                    .await
-                    .context("opening the job queue")?,
-            ),
-        ),
+        None => Arc::new(MemorySessionStore::new()),
     };
+    let jobs = args.open_job_queue(|| Ok(kb.store())).await?;
     let turns = TurnLog::open(kb.store())
         .await
         .context("opening the turn log")?;

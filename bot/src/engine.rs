@@ -741,27 +741,15 @@ impl Engine {
         let Some(message_id) = message.message_id.clone() else {
             return self.handle_once(message).await.map(Some);
         };
-        let reply_key = format!("reply:{}:{message_id}", message.user.storage_key());
-        let deadline = Instant::now() + self.config.duplicate_wait;
-        loop {
-            if let Some(stored) = self.sessions.get(&reply_key).await?
-                && let Ok(reply) = serde_json::from_str::<Reply>(&stored)
-            {
-                return Ok(Some(reply));
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let reply_key = reply_key(&message.user, &message_id);
+        if let Some(reply) = self.stored_reply(&reply_key).await? {
+            return Ok(Some(reply));
         }
         if !afresh {
             return Ok(None);
         }
         let reply = self.handle_once(message).await?;
-        let stored = serde_json::to_string(&reply).unwrap_or_default();
-        self.sessions
-            .put(&reply_key, &stored, self.config.dedup_ttl)
-            .await?;
+        self.store_reply(&reply_key, &reply).await?;
         Ok(Some(reply))
     }
 
@@ -1888,21 +1876,45 @@ impl Engine {
     /// A retry of a message already claimed: the first reply once it is
     /// stored, or after [`EngineConfig::duplicate_wait`] a short notice.
     async fn replay(&self, reply_key: &str) -> Result<Reply, EngineError> {
+        if let Some(reply) = self.stored_reply(reply_key).await? {
+            return Ok(reply);
+        }
+        let editable = Arc::clone(&self.editable.read());
+        let text = editable.prompts.render("in_progress.j2", ())?;
+        Ok(Reply::plain(String::new(), ReplyKind::Notice, text))
+    }
+
+    /// The reply the first handling of a message stored under `reply_key`,
+    /// waited for up to [`EngineConfig::duplicate_wait`].
+    async fn stored_reply(&self, reply_key: &str) -> Result<Option<Reply>, EngineError> {
         let deadline = Instant::now() + self.config.duplicate_wait;
         loop {
             if let Some(stored) = self.sessions.get(reply_key).await?
                 && let Ok(reply) = serde_json::from_str::<Reply>(&stored)
             {
-                return Ok(reply);
+                return Ok(Some(reply));
             }
             if Instant::now() >= deadline {
-                let editable = Arc::clone(&self.editable.read());
-                let text = editable.prompts.render("in_progress.j2", ())?;
-                return Ok(Reply::plain(String::new(), ReplyKind::Notice, text));
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Keeps a message's reply for its channel's retries (and late pushes)
+    /// for [`EngineConfig::dedup_ttl`].
+    async fn store_reply(&self, reply_key: &str, reply: &Reply) -> Result<(), EngineError> {
+        let stored = serde_json::to_string(reply).unwrap_or_default();
+        self.sessions
+            .put(reply_key, &stored, self.config.dedup_ttl)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Where the reply to one channel message is kept for its retries.
+fn reply_key(user: &UserKey, message_id: &str) -> String {
+    format!("reply:{}:{message_id}", user.storage_key())
 }
 
 fn write_cache(path: &std::path::Path, cache: &ExampleCache) {
@@ -1924,7 +1936,7 @@ impl Handler for Engine {
             return Ok(self.handle_once(message).await?);
         };
         let key = format!("dedup:{}:{message_id}", message.user.storage_key());
-        let reply_key = format!("reply:{}:{message_id}", message.user.storage_key());
+        let reply_key = reply_key(&message.user, &message_id);
         let first = self
             .sessions
             .claim(&key, self.config.dedup_ttl)
@@ -1935,11 +1947,7 @@ impl Handler for Engine {
         }
         match self.handle_once(message).await {
             Ok(reply) => {
-                let stored = serde_json::to_string(&reply).unwrap_or_default();
-                self.sessions
-                    .put(&reply_key, &stored, self.config.dedup_ttl)
-                    .await
-                    .map_err(EngineError::from)?;
+                self.store_reply(&reply_key, &reply).await?;
                 Ok(reply)
             }
             Err(error) => {

@@ -1,10 +1,6 @@
 //! `wenke jobs`: the background job queue from the command line: how many
 //! jobs wait, the dead letters, and sending a dead letter back.
 
-use std::sync::Arc;
-
-use anyhow::Context;
-use bot::jobs::{JobQueue, RedisJobQueue, StoreJobQueue};
 use clap::Subcommand;
 use uuid::Uuid;
 
@@ -30,27 +26,15 @@ pub enum JobsCommand {
     },
 }
 
-/// The queue the server uses with these settings: Redis when configured,
-/// else the data directory's (which only one process may open, so stop
-/// `wenke serve` first).
-async fn open_queue(store: &StoreArgs, engine: &EngineArgs) -> anyhow::Result<Arc<dyn JobQueue>> {
-    if let Some(url) = engine.redis_url() {
-        let queue = RedisJobQueue::connect(url, &engine.redis_prefix)
-            .await
-            .with_context(|| format!("opening the job queue in Redis at {url}"))?;
-        return Ok(Arc::new(queue));
-    }
-    let points = store.open_store()?;
-    Ok(Arc::new(StoreJobQueue::open(points).await?))
-}
-
 /// Runs a jobs command.
 pub async fn run(
     store: &StoreArgs,
     engine: &EngineArgs,
     command: JobsCommand,
 ) -> anyhow::Result<()> {
-    let queue = open_queue(store, engine).await?;
+    // The server's queue; an embedded one is in the data directory, which
+    // only one process may open, so stop `wenke serve` first.
+    let queue = engine.open_job_queue(|| store.open_store()).await?;
     match command {
         JobsCommand::Status => {
             let depth = queue.depth().await?;

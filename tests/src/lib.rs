@@ -173,6 +173,18 @@ pub async fn engine_sharing_kb(
     Ok(Engine::open(kb, sessions, jobs, turns, EngineConfig::default()).await?)
 }
 
+/// The id of the first entry a search for `question` finds.
+pub async fn first_hit_id(engine: &Engine, question: &str) -> anyhow::Result<String> {
+    engine
+        .kb()
+        .search(question, &kb::SearchFilter::default())
+        .await?
+        .hits
+        .first()
+        .map(|hit| hit.entry.id.to_string())
+        .with_context(|| format!("nothing found for {question}"))
+}
+
 /// `POST /api/chat` on the server at `base` (`http://127.0.0.1:port`): the
 /// status and the JSON body.
 pub async fn post_chat(

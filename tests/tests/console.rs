@@ -671,14 +671,7 @@ async fn a_personalised_push_reaches_only_its_opted_in_audience_once() -> anyhow
         .get("/console/push?crop=%E9%A9%AC%E9%93%83%E8%96%AF")
         .await?;
     assert_eq!(count(&page), Some(1), "asked about 马铃薯");
-    let entry = engine
-        .kb()
-        .search("马铃薯晚疫病怎么防治", &kb::SearchFilter::default())
-        .await?
-        .hits
-        .first()
-        .map(|hit| hit.entry.id.to_string())
-        .ok_or_else(|| anyhow::anyhow!("the fixture has a late-blight entry"))?;
+    let entry = tests::first_hit_id(&engine, "马铃薯晚疫病怎么防治").await?;
     let (status, page) = editor
         .get(&format!(
             "/console/push?city=%E5%B9%BF%E5%85%83%E5%B8%82&entry={entry}"

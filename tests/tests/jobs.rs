@@ -32,14 +32,7 @@ async fn a_broadcast_cut_off_by_a_dead_process_resumes_once_per_user() -> anyhow
     for user in &users {
         engine.outreach().subscribe(user, None, &[]).await?;
     }
-    let entry_id = engine
-        .kb()
-        .search("马铃薯晚疫病怎么防治", &kb::SearchFilter::default())
-        .await?
-        .hits
-        .first()
-        .map(|hit| hit.entry.id.to_string())
-        .ok_or_else(|| anyhow::anyhow!("the fixture has a late-blight entry"))?;
+    let entry_id = tests::first_hit_id(&engine, "马铃薯晚疫病怎么防治").await?;
     let entry = engine
         .published(&entry_id)
         .await?

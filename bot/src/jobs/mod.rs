@@ -123,6 +123,14 @@ impl Job {
         }
     }
 
+    /// The job after a failed run: one attempt more, and why.
+    fn after_failure(&self, error: &str) -> Self {
+        let mut job = self.clone();
+        job.attempts += 1;
+        job.last_error = Some(error.to_owned());
+        job
+    }
+
     fn encode(&self) -> String {
         // Strings, numbers and UUIDs always serialise.
         serde_json::to_string(self).unwrap_or_default()

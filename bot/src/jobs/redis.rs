@@ -210,9 +210,7 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn retry(&self, leased: &Leased, error: &str, delay: Duration) -> Result<(), JobError> {
-        let mut job = leased.job.clone();
-        job.attempts += 1;
-        job.last_error = Some(error.to_owned());
+        let job = leased.job.after_failure(error);
         let due = now_millis().saturating_add(millis(delay));
         let text = job.encode();
         self.settle(leased, |pipe| {
@@ -222,9 +220,7 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn bury(&self, leased: &Leased, error: &str) -> Result<(), JobError> {
-        let mut job = leased.job.clone();
-        job.attempts += 1;
-        job.last_error = Some(error.to_owned());
+        let mut job = leased.job.after_failure(error);
         job.buried_at = Some(super::now());
         let text = job.encode();
         self.settle(leased, |pipe| {

@@ -185,9 +185,7 @@ impl JobQueue for StoreJobQueue {
     }
 
     async fn retry(&self, leased: &Leased, error: &str, delay: Duration) -> Result<(), JobError> {
-        let mut job = leased.job.clone();
-        job.attempts += 1;
-        job.last_error = Some(error.to_owned());
+        let job = leased.job.after_failure(error);
         self.write(&job, READY, OffsetDateTime::now_utc() + delay)
             .await?;
         self.unlease(job.id);
@@ -195,9 +193,7 @@ impl JobQueue for StoreJobQueue {
     }
 
     async fn bury(&self, leased: &Leased, error: &str) -> Result<(), JobError> {
-        let mut job = leased.job.clone();
-        job.attempts += 1;
-        job.last_error = Some(error.to_owned());
+        let mut job = leased.job.after_failure(error);
         job.buried_at = Some(super::now());
         self.write(&job, DEAD, OffsetDateTime::now_utc()).await?;
         self.unlease(job.id);
