@@ -952,7 +952,10 @@ impl Engine {
             reply = record.reply_kind,
             confidence = record.confidence,
             resolved = record.resolved_query.as_deref().unwrap_or(""),
-            latency_ms,
+            // Rounded: the f32 widened to f64 prints binary noise digits
+            // ("99.13330078125"), which the log check can take for a phone
+            // number.
+            latency_ms = %format_args!("{latency_ms:.1}"),
             "turn"
         );
         self.turns.record(record).await?;
