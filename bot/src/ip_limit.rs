@@ -4,7 +4,7 @@
 //! channels' webhooks are not limited here: their requests come from the
 //! platforms' servers, are signed, and are limited per user by the engine.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,24 @@ impl IpLimiter {
 
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// The counter an address spends from. An IPv6 host is handed a whole /64
+/// by its provider and can pick any address in it, so one budget per
+/// address would be one budget per request for a script that rotates
+/// them; the /64 is what identifies the host. An IPv4 address reaching a
+/// dual-stack socket arrives IPv4-mapped and counts as itself.
+fn budget_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("ip:{}/64", Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
 /// Middleware: 429 with `Retry-After` once an address is over its budget.
 /// A failing session store lets requests through: the routes behind it
 /// report the store's failure themselves.
@@ -65,7 +83,7 @@ pub async fn limit(State(limiter): State<IpLimiter>, request: Request, next: Nex
         // No address to count (a proxy that did not set the header).
         return next.run(request).await;
     };
-    let key = format!("ip:{ip}");
+    let key = budget_key(ip);
     match limiter
         .sessions
         .allow(&key, limiter.limit.per_minute, WINDOW)
@@ -91,5 +109,36 @@ pub async fn limit(State(limiter): State<IpLimiter>, request: Request, next: Nex
             tracing::warn!(%error, "per-IP rate limit not counted");
             next.run(request).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses_count_alone() {
+        assert_eq!(budget_key("203.0.113.7".parse().unwrap()), "ip:203.0.113.7");
+        assert_ne!(
+            budget_key("203.0.113.7".parse().unwrap()),
+            budget_key("203.0.113.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_ipv4() {
+        assert_eq!(
+            budget_key("::ffff:203.0.113.7".parse().unwrap()),
+            "ip:203.0.113.7"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let one = budget_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let other = budget_key("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap());
+        assert_eq!(one, "ip:2001:db8:1:2::/64");
+        assert_eq!(one, other);
+        assert_ne!(one, budget_key("2001:db8:1:3::1".parse().unwrap()));
     }
 }
