@@ -33,6 +33,7 @@ pub mod listings_http;
 pub mod metrics;
 pub mod outreach;
 pub mod report;
+pub mod retention;
 pub mod routing;
 pub mod safety;
 pub mod session;

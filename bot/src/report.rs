@@ -33,7 +33,7 @@ use time::{Date, Month, Weekday};
 use webhooks::message::Rating;
 
 use crate::china::date_text as day_text;
-use crate::turns::TurnRecord;
+use crate::turns::{TurnLog, TurnRecord};
 
 /// The longest period one report covers.
 pub const MAX_DAYS: i64 = 366;
@@ -371,8 +371,69 @@ pub struct DayTally {
 }
 
 /// The turn log's name for [`DayTally`] summaries. A change to what a
-/// tally holds changes this name, so old summaries are never read.
+/// tally holds changes this name, so old summaries are never read. Days
+/// whose turns retention has deleted ([`crate::retention`]) live on only in
+/// their summaries: a new name must come with a conversion of the old
+/// summaries, or those days' figures are lost.
 const TALLY_KIND: &str = "report-day-v1";
+
+/// The first China day whose tally is not stored yet: days before it ended
+/// more than [`SETTLE`] ago.
+pub fn settled_before() -> String {
+    crate::china::date_text(
+        (time::OffsetDateTime::now_utc().to_offset(crate::china::CHINA) - SETTLE).date(),
+    )
+}
+
+/// The tallies of `days`: a day that ended more than [`SETTLE`] ago is read
+/// from its stored [`DayTally`], tallied from its turns (and stored) the
+/// first time; the rest are tallied from their turns on every call.
+pub async fn day_tallies(log: &TurnLog, days: &[String]) -> Result<Vec<DayTally>, ReportError> {
+    let store = |e: &dyn std::fmt::Display| ReportError::Store(e.to_string());
+    let settled_before = settled_before();
+    let settled: Vec<String> = days
+        .iter()
+        .filter(|day| **day < settled_before)
+        .cloned()
+        .collect();
+    let mut tallies: Vec<DayTally> = log
+        .summaries(TALLY_KIND, &settled)
+        .await
+        .map_err(|e| store(&e))?
+        .into_values()
+        .filter_map(|summary| {
+            serde_json::from_value::<DayTally>(serde_json::Value::Object(summary)).ok()
+        })
+        .collect();
+    let stored: HashSet<String> = tallies.iter().map(|t| t.day.clone()).collect();
+    let unstored: Vec<String> = days
+        .iter()
+        .filter(|day| !stored.contains(*day))
+        .cloned()
+        .collect();
+    tracing::debug!(
+        stored = tallies.len(),
+        tallied = unstored.len(),
+        "report days: from summaries and from turns"
+    );
+    let turns = log.on_days(unstored.clone()).await.map_err(|e| store(&e))?;
+    // A year of turns is seconds of counting: off the async runtime.
+    let fresh = tokio::task::spawn_blocking(move || {
+        DayTally::of_days(&unstored, &turns, Regions::builtin())
+    })
+    .await
+    .map_err(|e| store(&e))?;
+    for tally in &fresh {
+        if tally.day < settled_before {
+            let summary = kb::store::to_payload(tally);
+            log.save_summary(TALLY_KIND, &tally.day, summary)
+                .await
+                .map_err(|e| store(&e))?;
+        }
+    }
+    tallies.extend(fresh);
+    Ok(tallies)
+}
 
 /// A China day is summarised only once this long after it ended, so a turn
 /// still on its way to the log (the writer's batch window, a retry) is not
@@ -686,12 +747,8 @@ impl Report {
         }
     }
 
-    /// Reads the period from the engine's stores and builds the report.
-    ///
-    /// Days that ended more than [`SETTLE`] ago are read from their stored
-    /// [`DayTally`], tallied from their turns (and stored) the first time;
-    /// the rest are tallied from their turns on every call. Ratings and
-    /// demands are read live.
+    /// Reads the period from the engine's stores and builds the report:
+    /// days through [`day_tallies`], ratings and demands live.
     pub async fn gather(
         engine: &crate::Engine,
         period: Period,
@@ -700,51 +757,7 @@ impl Report {
         let store = |e: &dyn std::fmt::Display| ReportError::Store(e.to_string());
         let log = engine.turns();
         let days = period.days();
-        let settled_before = crate::china::date_text(
-            (time::OffsetDateTime::now_utc().to_offset(crate::china::CHINA) - SETTLE).date(),
-        );
-        let settled: Vec<String> = days
-            .iter()
-            .filter(|day| **day < settled_before)
-            .cloned()
-            .collect();
-        let mut tallies: Vec<DayTally> = log
-            .summaries(TALLY_KIND, &settled)
-            .await
-            .map_err(|e| store(&e))?
-            .into_values()
-            .filter_map(|summary| {
-                serde_json::from_value::<DayTally>(serde_json::Value::Object(summary)).ok()
-            })
-            .collect();
-        let stored: HashSet<String> = tallies.iter().map(|t| t.day.clone()).collect();
-        let unstored: Vec<String> = days
-            .iter()
-            .filter(|day| !stored.contains(*day))
-            .cloned()
-            .collect();
-        tracing::debug!(
-            stored = tallies.len(),
-            tallied = unstored.len(),
-            "report days: from summaries and from turns"
-        );
-        let turns = log.on_days(unstored.clone()).await.map_err(|e| store(&e))?;
-        // A year of turns is seconds of counting: off the async runtime.
-        let fresh = tokio::task::spawn_blocking(move || {
-            DayTally::of_days(&unstored, &turns, Regions::builtin())
-        })
-        .await
-        .map_err(|e| store(&e))?;
-        for tally in &fresh {
-            if tally.day < settled_before {
-                let summary = kb::store::to_payload(tally);
-                log.save_summary(TALLY_KIND, &tally.day, summary)
-                    .await
-                    .map_err(|e| store(&e))?;
-            }
-        }
-        tallies.extend(fresh);
-
+        let tallies = day_tallies(log, &days).await?;
         let rated = log.rated_on_days(days).await.map_err(|e| store(&e))?;
         let demands = engine
             .listings()

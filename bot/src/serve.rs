@@ -2,6 +2,7 @@
 //! [`bot::http`] on one listener, until asked to stop.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use bot::Engine;
 use bot::http::{HttpConfig, router, watch_prompts};
 use bot::ip_limit::IpLimit;
 use bot::jobs::{WorkerConfig, spawn_workers};
+use bot::retention::{PRUNE_EVERY, TurnRetention, prune_turns};
+use bot::turns::TurnLog;
 use webhooks::telegram::{TelegramConfig, TelegramMode};
 use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::service::{
@@ -33,6 +36,10 @@ pub struct ServeArgs {
     /// (e.g. `X-Real-IP`); without it the connection's peer address counts.
     #[arg(long, env = "WENKE_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
+    /// Days the turn log keeps every turn (0: forever). Of older days it
+    /// keeps the report figures and the rated turns.
+    #[arg(long, env = "WENKE_TURN_RETENTION_DAYS", default_value_t = 365)]
+    turn_retention_days: u32,
     /// The WeChat Official Account's server token (enables `/wechat`).
     #[arg(long, env = "WENKE_WECHAT_TOKEN", hide_env_values = true)]
     wechat_token: Option<String>,
@@ -229,6 +236,7 @@ pub async fn serve(
     prompts_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let addr = args.addr;
+    let retention = NonZeroU32::new(args.turn_retention_days).map(|days| TurnRetention { days });
     let channels = http_config(&engine, args, prompts_dir.clone()).await?;
     let app = router(Arc::clone(&engine), &channels)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -254,15 +262,39 @@ pub async fn serve(
     }
     let workers = spawn_workers(Arc::clone(&engine), WorkerConfig::default());
     let turns = engine.turns().clone();
+    let pruning =
+        retention.map(|retention| tokio::spawn(prune_periodically(turns.clone(), retention)));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    if let Some(pruning) = pruning {
+        pruning.abort();
+    }
     workers.stop(JOB_GRACE).await;
     turns.flush().await?;
     Ok(())
+}
+
+/// Prunes the turn log now and every [`PRUNE_EVERY`] after. Stopping the
+/// task mid-way is safe: each day's tally is stored before its turns go.
+async fn prune_periodically(turns: TurnLog, retention: TurnRetention) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match prune_turns(&turns, retention).await {
+            Ok(pruned) if pruned.turns > 0 => tracing::info!(
+                days = pruned.days.len(),
+                turns = pruned.turns,
+                "turn log pruned to its retention period"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "pruning the turn log failed; next try later"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

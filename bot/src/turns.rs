@@ -20,11 +20,15 @@
 //! that day's summaries, so a reader never trusts a summary older than the
 //! day's last turn. Rewriting a turn in place ([`TurnLog::update`], for a
 //! rating or "通知我") does not: summaries must not hold those fields.
+//!
+//! The log does not grow forever: retention ([`crate::retention`]) deletes
+//! the unrated turns of days past the retention period once their report
+//! tallies are stored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kb::store::{CollectionSpec, Condition, Filter, NewPoint, PointStore, StoreError};
+use kb::store::{CollectionSpec, Condition, Filter, NewPoint, Order, PointStore, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -174,6 +178,17 @@ async fn forget_finished_days(
             }),
         )
         .await
+}
+
+/// Turns without a 👍 or 👎.
+fn unrated() -> Filter {
+    Filter {
+        must: Vec::new(),
+        must_not: vec![Condition::KeywordIn {
+            field: "feedback",
+            values: vec!["up".into(), "down".into()],
+        }],
+    }
 }
 
 fn point(record: &TurnRecord) -> Option<NewPoint> {
@@ -410,6 +425,52 @@ impl TurnLog {
     /// themselves.
     pub async fn forget_summaries(&self, days: Vec<String>) -> Result<(), TurnLogError> {
         forget_finished_days(self.store.as_ref(), days).await?;
+        Ok(())
+    }
+
+    /// The China day of the oldest turn no one rated, after a flush; `None`
+    /// when every stored turn is rated (or there are none).
+    pub async fn oldest_unrated_day(&self) -> Result<Option<String>, TurnLogError> {
+        self.flush().await?;
+        let oldest = self
+            .store
+            .first_by(
+                TURNS,
+                unrated(),
+                Order {
+                    field: "at",
+                    descending: false,
+                },
+                1,
+            )
+            .await?;
+        Ok(oldest
+            .into_iter()
+            .next()
+            .and_then(|record| Some(record.payload.get("day")?.as_str()?.to_owned())))
+    }
+
+    /// Deletes the turns of `day` (a China day, `YYYY-MM-DD`) that no one
+    /// rated, after a flush, and returns how many there were. Rated turns
+    /// stay: reports read ratings live, and the console lists them.
+    /// For retention ([`crate::retention`]), which stores the day's report
+    /// tally first; the day's summaries are left alone.
+    pub async fn forget_unrated(&self, day: &str) -> Result<usize, TurnLogError> {
+        self.flush().await?;
+        let mut filter = unrated();
+        filter.must.push(Condition::keyword("day", day));
+        let count = self.store.count(TURNS, filter.clone()).await?;
+        if count > 0 {
+            self.store.delete_matching(TURNS, filter).await?;
+        }
+        Ok(count)
+    }
+
+    /// Rebuilds the log's storage after many deletions, so the memory and
+    /// disk of deleted turns are given back (embedded store; a server
+    /// compacts by itself). Blocks only a store thread, never the runtime.
+    pub async fn compact(&self) -> Result<(), TurnLogError> {
+        self.store.optimize(TURNS).await?;
         Ok(())
     }
 

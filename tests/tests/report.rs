@@ -349,3 +349,88 @@ async fn day_tallies_give_the_turns_numbers_and_follow_late_turns_and_ratings() 
     assert_eq!(numbers(&rated), numbers(&direct));
     Ok(())
 }
+
+/// Retention deletes the unrated turns of days past the period and keeps
+/// what reads them: the report of those days is the same after pruning
+/// (from the stored day tallies), the rated turns stay, and days inside
+/// the period are untouched. A second pruning finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_turns_and_keeps_their_report() -> anyhow::Result<()> {
+    use bot::retention::{TurnRetention, prune_turns};
+
+    let dir = tests::scratch_dir()?;
+    let engine = tests::engine_with(&dir, "kb/tests/data/fixture.jsonl").await?;
+    let now = time::OffsetDateTime::now_utc();
+    // Two days past a 365-day period and one inside it.
+    let old = [
+        now - time::Duration::days(420),
+        now - time::Duration::days(400),
+    ];
+    let recent = now - time::Duration::days(30);
+    for (n, at) in old.iter().chain([&recent]).enumerate() {
+        let user = UserKey::new(Channel::Web, format!("asker-{n}"));
+        for text in ASKED {
+            let content = Content::Text {
+                text: (*text).to_owned(),
+            };
+            let reply = say(&engine, &user, content, *at).await?;
+            if reply.feedback {
+                engine.feedback(&user, &reply.turn_id, Rating::Up).await?;
+            }
+        }
+    }
+    let day = bot::china::day;
+    let old_period = Period::new(
+        old[0].to_offset(bot::china::CHINA).date(),
+        old[1].to_offset(bot::china::CHINA).date(),
+    )?;
+    let before = Report::gather(&engine, old_period, Scope::default()).await?;
+    assert!(before.totals.questions >= 6, "{:?}", before.totals);
+    assert!(before.totals.rated_up > 0, "some old answers were rated");
+    let logged = engine.turns().find(&[]).await?;
+    let on = |at: time::OffsetDateTime| -> Vec<TurnRecord> {
+        logged
+            .iter()
+            .filter(|t| t.day == day(at))
+            .cloned()
+            .collect()
+    };
+    let (old_turns, recent_turns) = ([on(old[0]), on(old[1])].concat(), on(recent));
+
+    let retention = TurnRetention {
+        days: std::num::NonZeroU32::new(365).expect("not zero"),
+    };
+    let pruned = prune_turns(engine.turns(), retention).await?;
+    assert_eq!(pruned.days, vec![day(old[0]), day(old[1])]);
+    let rated_old: Vec<TurnRecord> = old_turns
+        .iter()
+        .filter(|t| t.feedback.is_some())
+        .cloned()
+        .collect();
+    assert_eq!(pruned.turns, old_turns.len() - rated_old.len());
+
+    let left = engine.turns().find(&[]).await?;
+    let left_old: Vec<TurnRecord> = left
+        .iter()
+        .filter(|t| t.day == day(old[0]) || t.day == day(old[1]))
+        .cloned()
+        .collect();
+    assert_eq!(left_old, rated_old, "of old days only the rated turns stay");
+    let left_recent: Vec<TurnRecord> = left
+        .iter()
+        .filter(|t| t.day == day(recent))
+        .cloned()
+        .collect();
+    assert_eq!(
+        left_recent, recent_turns,
+        "days inside the period are kept whole"
+    );
+
+    let after = Report::gather(&engine, old_period, Scope::default()).await?;
+    assert_eq!(after, before, "the old days' report survives pruning");
+    assert_eq!(
+        prune_turns(engine.turns(), retention).await?,
+        bot::retention::Pruned::default()
+    );
+    Ok(())
+}

@@ -105,10 +105,10 @@ pub enum Condition {
     },
 }
 
-/// The order of [`PointStore::first_by`]: by a datetime field.
+/// The order of [`PointStore::first_by`]: by a datetime or integer field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Order {
-    /// A field with a datetime index.
+    /// A field with a datetime or integer index.
     pub field: &'static str,
     /// Newest first.
     pub descending: bool,
