@@ -211,3 +211,34 @@ async fn concurrent_redis_consumers_share_jobs_without_overlap() {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!((all.len(), unique.len()), (total, total));
 }
+
+/// A Redis that lost its data (restarted without persistence, flushed)
+/// takes the consumer group with it; a running queue makes a new one and
+/// goes on with the jobs enqueued since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_queue_recovers_from_a_lost_consumer_group() {
+    let prefix = format!("wenke-test-{}:", uuid::Uuid::new_v4());
+    let queue = RedisJobQueue::connect(&redis_url(), &prefix)
+        .await
+        .expect("the local Redis must be running");
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let () = redis::cmd("DEL")
+        .arg(format!("{prefix}jobs"))
+        .query_async(&mut connection)
+        .await
+        .expect("delete the stream");
+
+    let id = queue.enqueue(task(1)).await.expect("enqueue");
+    let leased = queue
+        .claim(LEASE)
+        .await
+        .expect("a claim after the group was lost")
+        .expect("the job enqueued since");
+    assert_eq!(leased.job.id, id);
+    queue.complete(&leased).await.expect("complete");
+    assert!(queue.claim(LEASE).await.expect("claim").is_none());
+}

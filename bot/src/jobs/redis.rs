@@ -86,21 +86,7 @@ impl RedisJobQueue {
         // and the worker tries again.
         let mut connection = crate::session::connect_redis(url).await?;
         let stream = format!("{prefix}jobs");
-        // From the stream's start, so jobs enqueued before the group
-        // existed are read too.
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(error) if error.code() == Some("BUSYGROUP") => {}
-            Err(error) => return Err(error.into()),
-        }
+        ensure_group(&mut connection, &stream).await?;
         Ok(Self {
             connection,
             delayed: format!("{stream}:delayed"),
@@ -135,6 +121,32 @@ impl RedisJobQueue {
     }
 }
 
+/// Creates the consumer group (and the stream) unless it exists. From the
+/// stream's start, so jobs enqueued before the group existed are read too.
+async fn ensure_group(
+    connection: &mut redis::aio::ConnectionManager,
+    stream: &str,
+) -> Result<(), redis::RedisError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(connection)
+        .await;
+    match created {
+        Err(error) if error.code() != Some("BUSYGROUP") => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Whether Redis said the consumer group does not exist; inside a script
+/// the code may come wrapped in the script's error.
+fn is_no_group(error: &redis::RedisError) -> bool {
+    error.code() == Some("NOGROUP") || error.to_string().contains("NOGROUP")
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -163,15 +175,29 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn claim(&self, lease: Duration) -> Result<Option<Leased>, JobError> {
-        let claimed: Option<(String, String, u32)> = CLAIM
-            .key(&self.stream)
-            .key(&self.delayed)
-            .arg(now_millis())
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(millis(lease))
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let invoke = || async {
+            let mut connection = self.connection.clone();
+            CLAIM
+                .key(&self.stream)
+                .key(&self.delayed)
+                .arg(now_millis())
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(millis(lease))
+                .invoke_async::<Option<(String, String, u32)>>(&mut connection)
+                .await
+        };
+        let claimed = match invoke().await {
+            // Redis lost its data (a restart without persistence, a
+            // flush): the group went with the stream. Jobs enqueued since
+            // are in a new stream without a group; make one and go on.
+            Err(error) if is_no_group(&error) => {
+                tracing::warn!("the job queue's consumer group was gone; created it again");
+                ensure_group(&mut self.connection.clone(), &self.stream).await?;
+                invoke().await?
+            }
+            claimed => claimed?,
+        };
         let Some((receipt, text, deliveries)) = claimed else {
             return Ok(None);
         };
