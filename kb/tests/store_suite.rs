@@ -21,7 +21,7 @@ fn spec(name: &str) -> CollectionSpec {
         dense_dim: Some(4),
         lexical: true,
         keyword_fields: vec!["colour", "tags"],
-        integer_fields: vec!["months"],
+        integer_fields: vec!["months", "rank"],
         datetime_fields: vec!["changed", "due"],
     }
 }
@@ -60,21 +60,21 @@ async fn suite(store: Arc<dyn PointStore>) {
                     1,
                     [1.0, 0.0, 0.0, 0.0],
                     &["马铃薯", "晚疫病"],
-                    json!({"colour": "red", "tags": ["a", "b"], "months": [5, 6],
+                    json!({"colour": "red", "tags": ["a", "b"], "months": [5, 6], "rank": 30,
                         "changed": "2026-11-20T08:00:00Z", "due": "2026-12-01"}),
                 ),
                 point(
                     2,
                     [0.9, 0.1, 0.0, 0.0],
                     &["马铃薯", "储藏"],
-                    json!({"colour": "red", "tags": ["b"], "months": [10],
+                    json!({"colour": "red", "tags": ["b"], "months": [10], "rank": 10,
                         "changed": "2026-11-21T08:00:00+08:00", "due": "2027-01-01"}),
                 ),
                 point(
                     3,
                     [0.0, 1.0, 0.0, 0.0],
                     &["水稻", "稻瘟病"],
-                    json!({"colour": "blue", "tags": [], "months": [6, 7],
+                    json!({"colour": "blue", "tags": [], "months": [6, 7], "rank": 20,
                         "changed": "2026-11-22T00:00:00Z"}),
                 ),
                 point(
@@ -161,6 +161,39 @@ async fn suite(store: Arc<dyn PointStore>) {
         .map(|r| r.id)
         .collect();
     assert_eq!(overdue, vec![Uuid::from_u128(1)]);
+
+    // Integer order (the turn log's oldest-first scan by arrival time).
+    let by_rank = Order {
+        field: "rank",
+        descending: false,
+    };
+    let ranked: Vec<Uuid> = store
+        .first_by(c, Filter::default(), by_rank, 10)
+        .await
+        .expect("integer order")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ranked,
+        vec![Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(1)]
+    );
+    let lowest_not_red: Vec<Uuid> = store
+        .first_by(
+            c,
+            Filter {
+                must: Vec::new(),
+                must_not: vec![Condition::keyword("colour", "red")],
+            },
+            by_rank,
+            1,
+        )
+        .await
+        .expect("integer order with an exclusion")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(lowest_not_red, vec![Uuid::from_u128(3)]);
 
     // Scrolling pages through everything exactly once.
     let (page, next) = store
