@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::message::{
     Block, Channel, Citation, Handler, HandlerError, Incoming, QuickReply, Rating, Reply,
@@ -167,10 +166,26 @@ async fn chat(
         .message_id
         .filter(|id| !id.trim().is_empty())
         .map(|id| id.chars().take(64).collect());
-    match handler.handle(message).await {
+    match within_deadline(handler.handle(message)).await {
         Ok(reply) => Json(WireReply::from(&reply)).into_response(),
         Err(e) => handler_error(e),
     }
+}
+
+/// Runs a handler call within [`REQUEST_TIMEOUT`]; past it the user gets
+/// the same friendly "try again later" as for a store that refuses, not an
+/// empty error. (A timeout layer could only answer with a bare status.)
+async fn within_deadline<T>(
+    call: impl Future<Output = Result<T, HandlerError>>,
+) -> Result<T, HandlerError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(HandlerError::Unavailable(format!(
+                "no reply within {} ms",
+                REQUEST_TIMEOUT.as_millis()
+            )))
+        })
 }
 
 async fn feedback(
@@ -182,10 +197,7 @@ async fn feedback(
         Err((status, reason)) => return error(status, &reason),
     };
     let user = UserKey::new(Channel::Web, request.user_id);
-    match handler
-        .feedback(&user, &request.turn_id, request.rating)
-        .await
-    {
+    match within_deadline(handler.feedback(&user, &request.turn_id, request.rating)).await {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => handler_error(e),
     }
@@ -235,10 +247,6 @@ pub fn router(handler: Arc<dyn Handler>) -> Router {
         .route("/api/chat", post(chat))
         .route("/api/feedback", post(feedback))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
         .with_state(handler)
 }
 
@@ -314,6 +322,62 @@ mod tests {
             .header("content-type", "application/json")
             .body(body.into())
             .expect("request")
+    }
+
+    /// A handler whose stores hang: it never answers.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Handler for Stuck {
+        async fn handle(&self, _message: Incoming) -> Result<Reply, HandlerError> {
+            std::future::pending().await
+        }
+
+        async fn feedback(
+            &self,
+            _user: &UserKey,
+            _turn_id: &str,
+            _rating: Rating,
+        ) -> Result<(), HandlerError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A request the engine cannot answer in time gets the friendly
+    /// "try again later" as JSON at the deadline, not an empty 503.
+    #[tokio::test]
+    async fn a_hung_handler_gets_a_friendly_error_at_the_deadline() {
+        let app = router(Arc::new(Stuck));
+        let started = std::time::Instant::now();
+        let (status, body, _) = call(
+            &app,
+            post("/api/chat", r#"{"user_id":"u1","text":"稻瘟病怎么防"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let waited = started.elapsed();
+        assert!(
+            waited >= REQUEST_TIMEOUT && waited < REQUEST_TIMEOUT + Duration::from_secs(1),
+            "answered after {waited:?}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("稍后再试"),
+            "{json}"
+        );
+        let (status, body, _) = call(
+            &app,
+            post(
+                "/api/feedback",
+                r#"{"user_id":"u1","turn_id":"turn-1","rating":"up"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(String::from_utf8_lossy(&body).contains("稍后再试"));
     }
 
     #[tokio::test]
