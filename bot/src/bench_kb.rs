@@ -1,5 +1,5 @@
 //! `wenke bench kb`: the search step of the knowledge base without the
-//! model, on the embedded store, at a chosen size.
+//! model, on the embedded store or a Qdrant server, at a chosen size.
 //!
 //! Vectors are synthetic but embedding-like: unit vectors scattered around a
 //! few hundred topic centroids, so neighbourhoods are dense and uneven as
@@ -23,7 +23,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// Settings of one run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KbBenchConfig {
     /// Index points (phrasings) to store.
     pub points: usize,
@@ -33,6 +33,9 @@ pub struct KbBenchConfig {
     pub dir: Option<PathBuf>,
     /// Vector dimension.
     pub dim: usize,
+    /// A Qdrant server's store to run on instead of an embedded one in
+    /// `dir` (the reopen figure is then not measured).
+    pub server: Option<Arc<dyn PointStore>>,
 }
 
 const CATEGORIES: [&str; 7] = [
@@ -137,7 +140,10 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         .map(|_| normalised((0..config.dim).map(|_| rng.normal()).collect()))
         .collect();
 
-    let store = EdgeStore::open(&root).context("opening the bench store")?;
+    let store: Arc<dyn PointStore> = match &config.server {
+        Some(server) => Arc::clone(server),
+        None => Arc::new(EdgeStore::open(&root).context("opening the bench store")?),
+    };
     store
         .ensure_collection(&CollectionSpec {
             name: collection.into(),
@@ -230,7 +236,6 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
     };
 
     // Warm-up, then timed searches.
-    let store = Arc::new(store);
     let mut latencies = Vec::with_capacity(queries.len());
     // Per step: exact lookup, dense and lexical together, record read.
     let mut steps: [Vec<Duration>; 3] = Default::default();
@@ -302,20 +307,24 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
     }
     drop(store);
 
-    let started = Instant::now();
-    let reopened = EdgeStore::open(&root)?;
-    let (first, _) = reopened
-        .scroll(collection, Filter::default(), None, 1)
-        .await?;
-    let reopen_seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(!first.is_empty(), "reopened store is empty");
+    let reopen_seconds = if config.server.is_none() {
+        let started = Instant::now();
+        let reopened = EdgeStore::open(&root)?;
+        let (first, _) = reopened
+            .scroll(collection, Filter::default(), None, 1)
+            .await?;
+        anyhow::ensure!(!first.is_empty(), "reopened store is empty");
+        Some(started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
 
     println!("points               {}", config.points);
     println!(
         "load                 {load_seconds:.1} s ({:.0} points/s, flushed per batch of {BATCH})",
         config.points as f64 / load_seconds
     );
-    println!("optimise (HNSW)      {optimize_seconds:.1} s");
+    println!("optimise (HNSW)      {optimize_seconds:.1} s (on the server: waiting for its own)");
     println!(
         "search step          p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} timed, filter status+category)",
         percentile(&latencies, 0.5),
@@ -337,6 +346,9 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         "filtered recall@10   {:.4} (HNSW vs exact, same filter)",
         recall_sum / queries.len().max(1) as f64
     );
-    println!("reopen + first read  {reopen_seconds:.2} s");
+    match reopen_seconds {
+        Some(seconds) => println!("reopen + first read  {seconds:.2} s"),
+        None => println!("reopen + first read  not measured (server store)"),
+    }
     Ok(())
 }

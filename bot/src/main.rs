@@ -373,12 +373,20 @@ fn main() -> anyhow::Result<()> {
             points,
             queries,
             dir,
-        }) => runtime()?.block_on(bench_kb::run(&bench_kb::KbBenchConfig {
-            points,
-            queries,
-            dir,
-            dim: 384,
-        })),
+        }) => runtime()?.block_on(async {
+            let server = match cli.store.qdrant_url() {
+                Some(_) => Some(cli.store.open_store()?),
+                None => None,
+            };
+            bench_kb::run(&bench_kb::KbBenchConfig {
+                points,
+                queries,
+                dir,
+                dim: 384,
+                server,
+            })
+            .await
+        }),
     }
 }
 

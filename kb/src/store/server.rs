@@ -24,6 +24,11 @@ use super::{
     PointStore, QueryVector, Record, SearchRequest, StoreError,
 };
 
+/// How long [`PointStore::optimize`] waits for the server's background
+/// optimisation before it gives up, and how often it asks.
+const OPTIMIZE_WAIT: Duration = Duration::from_secs(30 * 60);
+const OPTIMIZE_POLL: Duration = Duration::from_millis(500);
+
 /// Connection settings for a Qdrant server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -535,8 +540,33 @@ impl PointStore for ServerStore {
             .collect())
     }
 
-    async fn optimize(&self, _collection: &str) -> Result<(), StoreError> {
-        // The server builds its indexes in the background by itself.
-        Ok(())
+    async fn optimize(&self, collection: &str) -> Result<(), StoreError> {
+        // The server optimises in the background by itself; what a caller
+        // of `optimize` wants is that work finished, so wait for it: the
+        // collection is green once no optimisation is pending or running.
+        let name = self.name(collection);
+        let deadline = tokio::time::Instant::now() + OPTIMIZE_WAIT;
+        loop {
+            // First give the server a moment to notice the last writes: it
+            // starts optimising asynchronously, and is green until then.
+            tokio::time::sleep(OPTIMIZE_POLL).await;
+            let info = self
+                .client
+                .collection_info(&name)
+                .await
+                .map_err(server_error)?;
+            let green = info
+                .result
+                .is_some_and(|info| info.status == qdrant::CollectionStatus::Green as i32);
+            if green {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Server(format!(
+                    "{name} still optimising after {} s",
+                    OPTIMIZE_WAIT.as_secs()
+                )));
+            }
+        }
     }
 }
