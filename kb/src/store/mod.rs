@@ -292,8 +292,9 @@ pub trait PointStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<NewPoint>, Option<Uuid>), StoreError>;
 
-    /// Builds indexes now. The embedded store does this only when asked (it
-    /// blocks a thread for as long as it takes); the server does it by itself.
+    /// Returns once the collection's indexes are built. The embedded store
+    /// builds them only when asked, here (blocking a thread for as long as
+    /// it takes); the server builds them by itself, and this waits for it.
     async fn optimize(&self, collection: &str) -> Result<(), StoreError>;
 }
 
