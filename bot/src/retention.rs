@@ -16,6 +16,9 @@
 //!
 //! What does not survive: the text of an old unrated question, which is
 //! also why a limit is right for people's messages, not only for memory.
+//! And a turn written later for a pruned day (a backfill) deletes the
+//! day's summary, as any late turn does, so the day is then recounted from
+//! the turns that are left.
 //!
 //! Pruning is idempotent, so two instances running it at once only repeat
 //! work; `wenke serve` runs it every [`PRUNE_EVERY`].
