@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::message::{
     Block, Channel, Citation, Handler, HandlerError, Incoming, QuickReply, Rating, Reply,
@@ -33,8 +34,13 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_TEXT_CHARS: usize = 500;
 /// Longest user id accepted, in bytes.
 const MAX_USER_ID_BYTES: usize = 128;
-/// Deadline of one request: well inside WeChat's 5 s, the tightest channel.
+/// Deadline of the engine's work for one request: well inside WeChat's
+/// 5 s, the tightest channel.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// Deadline of a whole request, body included, so a client that sends its
+/// body slowly cannot hold a connection; past the engine's own deadline,
+/// which answers in words, so it ends only requests stuck before that.
+const WHOLE_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const CHAT_JS: &str = include_str!("../web/chat.js");
@@ -247,6 +253,10 @@ pub fn router(handler: Arc<dyn Handler>) -> Router {
         .route("/api/chat", post(chat))
         .route("/api/feedback", post(feedback))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            WHOLE_REQUEST_TIMEOUT,
+        ))
         .with_state(handler)
 }
 
