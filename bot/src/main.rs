@@ -374,10 +374,11 @@ fn main() -> anyhow::Result<()> {
             queries,
             dir,
         }) => runtime()?.block_on(async {
-            let server = match cli.store.qdrant_url() {
-                Some(_) => Some(cli.store.open_store()?),
-                None => None,
-            };
+            let server = cli
+                .store
+                .qdrant_url()
+                .map(|_| cli.store.open_store())
+                .transpose()?;
             bench_kb::run(&bench_kb::KbBenchConfig {
                 points,
                 queries,

@@ -380,9 +380,7 @@ const TALLY_KIND: &str = "report-day-v1";
 /// The first China day whose tally is not stored yet: days before it ended
 /// more than [`SETTLE`] ago.
 pub fn settled_before() -> String {
-    crate::china::date_text(
-        (time::OffsetDateTime::now_utc().to_offset(crate::china::CHINA) - SETTLE).date(),
-    )
+    crate::china::day(time::OffsetDateTime::now_utc() - SETTLE)
 }
 
 /// The tallies of `days`: a day that ended more than [`SETTLE`] ago is read
