@@ -36,7 +36,7 @@ use crate::lexical;
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
-    QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
+    QueryVector, Record, SearchRequest, StoreError, Writers, scroll_all, to_payload,
 };
 use crate::text::{AnalyzedQuery, Analyzer};
 use crate::workflow::{self, Action, Revision, WorkflowError};
@@ -70,10 +70,12 @@ const BATCH: usize = 32;
 /// same things again and again, and the model is the slowest step.
 const EMBEDDING_CACHE: usize = 4096;
 /// Search results kept, and for how long. Local writes clear the cache at
-/// once; the lifetime bounds how stale a result can be when another
-/// instance publishes (server mode), well inside the one-second promise.
+/// once, which is all the embedded store needs (no other process can write
+/// to it). On a shared Qdrant server the lifetime bounds how stale a result
+/// can be when another instance publishes, well inside the one-second
+/// promise.
 const SEARCH_CACHE: usize = 4096;
-const SEARCH_CACHE_TTL: Duration = Duration::from_millis(800);
+const SHARED_STORE_SEARCH_TTL: Duration = Duration::from_millis(800);
 
 /// Errors from the knowledge base.
 #[derive(Debug, thiserror::Error)]
@@ -1304,8 +1306,10 @@ impl KnowledgeBase {
     /// user-facing code reaches entries: it reads the published index, and
     /// re-checks each entry's state before returning it.
     ///
-    /// Results are cached briefly by question and filter: repeated
-    /// questions (the common case in a public chat) cost a map lookup.
+    /// Results are cached by question and filter until a local write (and,
+    /// on a shared server, for at most [`SHARED_STORE_SEARCH_TTL`]):
+    /// repeated questions (the common case in a public chat) cost a map
+    /// lookup.
     pub async fn search(
         &self,
         question: &str,
@@ -1313,9 +1317,13 @@ impl KnowledgeBase {
     ) -> Result<SearchOutcome, KbError> {
         let key = (question.to_owned(), filter.clone());
         let generation = self.generation.load(Ordering::Acquire);
+        let recent_enough = |at: Instant| match self.store.writers() {
+            Writers::ThisProcessOnly => true,
+            Writers::Shared => at.elapsed() < SHARED_STORE_SEARCH_TTL,
+        };
         if let Some(cached) = self.searches.lock().get(&key)
             && cached.generation == generation
-            && cached.at.elapsed() < SEARCH_CACHE_TTL
+            && recent_enough(cached.at)
         {
             return Ok(cached.outcome.clone());
         }

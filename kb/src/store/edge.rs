@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use super::{
     CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, PointStore,
-    QueryVector, Record, SearchRequest, StoreError,
+    QueryVector, Record, SearchRequest, StoreError, Writers,
 };
 
 const COLLECTIONS_DIR: &str = "collections";
@@ -453,6 +453,11 @@ fn edge_point(point: NewPoint) -> Result<qdrant_edge::PointStructPersisted, Stor
 impl PointStore for EdgeStore {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn writers(&self) -> Writers {
+        // `open` holds the directory's lock file for the store's lifetime.
+        Writers::ThisProcessOnly
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {

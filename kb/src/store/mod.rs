@@ -217,11 +217,25 @@ pub enum StoreError {
     },
 }
 
+/// Who can change a store's collections besides this process's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// Only this handle: the embedded store locks its directory, so every
+    /// change to it goes through this process.
+    ThisProcessOnly,
+    /// Other processes too: several instances share one Qdrant server.
+    Shared,
+}
+
 /// Point storage: the only way the knowledge base touches Qdrant.
 #[async_trait::async_trait]
 pub trait PointStore: Send + Sync + 'static {
     /// A short name for logs: "embedded" or "server".
     fn kind(&self) -> &'static str;
+
+    /// Whether changes can come from elsewhere, which decides how long
+    /// what was read can be trusted without reading it again.
+    fn writers(&self) -> Writers;
 
     /// Creates the collection if missing, with its payload indexes.
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError>;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::{
     CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, Payload,
-    PointStore, QueryVector, Record, SearchRequest, StoreError,
+    PointStore, QueryVector, Record, SearchRequest, StoreError, Writers,
 };
 
 /// How long [`PointStore::optimize`] waits for the server's background
@@ -175,6 +175,10 @@ fn json_payload(payload: HashMap<String, qdrant::Value>) -> Payload {
 impl PointStore for ServerStore {
     fn kind(&self) -> &'static str {
         "server"
+    }
+
+    fn writers(&self) -> Writers {
+        Writers::Shared
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
