@@ -70,8 +70,9 @@ pub struct WechatClient {
 
 /// What to run.
 pub struct ChatBenchConfig {
-    /// The server, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
+    /// The servers, e.g. `http://127.0.0.1:8080`: one, or several
+    /// instances of one service, which get the requests in turn.
+    pub urls: Vec<String>,
     /// Which endpoint.
     pub target: Target,
     /// The WeChat account, for [`Target::Wechat`].
@@ -332,7 +333,14 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;
-    let base = config.url.trim_end_matches('/').to_owned();
+    anyhow::ensure!(!config.urls.is_empty(), "the chat bench needs a server URL");
+    let bases: Arc<Vec<String>> = Arc::new(
+        config
+            .urls
+            .iter()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect(),
+    );
     let wechat = match config.target {
         Target::Web => None,
         Target::Wechat => Some(
@@ -354,7 +362,7 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for index in 0..config.clients {
         let client = client.clone();
-        let base = base.clone();
+        let bases = Arc::clone(&bases);
         let wechat = wechat.clone();
         let pool = Arc::clone(&pool);
         let realistic = realistic.clone();
@@ -370,6 +378,7 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                 Mix::Distinct | Mix::Repeated => index * pool.len() / clients,
             };
             let client_user = format!("bench-{run_id}-{index}");
+            let mut sent = 0usize;
             while Instant::now() < deadline {
                 // Dev-set questions are unrelated to each other: in the
                 // distinct mix each comes from a new user, so one question
@@ -395,13 +404,17 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                     ),
                 };
                 let question = &question;
+                // Round robin without stickiness: a conversation's turns
+                // reach different instances, which must behave as one.
+                let base = &bases[(index + sent) % bases.len()];
+                sent += 1;
                 next += 1;
                 let started = Instant::now();
                 let outcome = match &wechat {
-                    None => web_request(&client, &base, &user, question).await,
+                    None => web_request(&client, base, &user, question).await,
                     Some(account) => {
                         let message_id = format!("{run_stamp}{index:03}{next:09}");
-                        wechat_request(&client, &base, account, &user, &message_id, question).await
+                        wechat_request(&client, base, account, &user, &message_id, question).await
                     }
                 };
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
@@ -443,9 +456,10 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let seconds = config.duration.as_secs_f64();
     println!(
-        "chat bench: {:?} target, {} clients, {:?} mix, {:.0} s, {} questions in the pool",
+        "chat bench: {:?} target, {} clients, {} server(s), {:?} mix, {:.0} s, {} questions in the pool",
         config.target,
         config.clients,
+        bases.len(),
         config.mix,
         seconds,
         pool.len()

@@ -130,9 +130,11 @@ enum BenchCommand {
     },
     /// Load on `POST /api/chat` of a running server.
     Chat {
-        /// The server.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The server. Give it more than once for several instances: each
+        /// request goes to the next one in turn, as a round-robin balancer
+        /// would send it.
+        #[arg(long = "url", default_values = ["http://127.0.0.1:8080"])]
+        urls: Vec<String>,
         /// Concurrent clients.
         #[arg(long, default_value_t = 32)]
         clients: usize,
@@ -318,7 +320,7 @@ fn main() -> anyhow::Result<()> {
             model_dir: cli.store.model_dir.clone(),
         }),
         Command::Bench(BenchCommand::Chat {
-            url,
+            urls,
             clients,
             seconds,
             mix,
@@ -348,7 +350,7 @@ fn main() -> anyhow::Result<()> {
                     app_id: wechat_appid,
                 }),
             },
-            url,
+            urls,
             clients,
             duration: std::time::Duration::from_secs(seconds),
             mix,
