@@ -424,6 +424,15 @@ fn index_slots(entry: &Entry) -> Vec<(Uuid, PhrasingKind, String)> {
     slots
 }
 
+/// Every index point id any valid version of an entry can have: the slots
+/// of [`index_slots`] with the most alternatives an entry may hold.
+fn possible_index_point_ids(id: EntryId) -> impl Iterator<Item = Uuid> {
+    let fixed = [derived_id(id.0, "question"), derived_id(id.0, "answer")];
+    let alternatives =
+        (0..crate::entry::MAX_ALT_QUESTIONS).map(move |i| derived_id(id.0, &format!("alt:{i}")));
+    fixed.into_iter().chain(alternatives)
+}
+
 fn from_record<T: for<'de> Deserialize<'de>>(
     collection: &'static str,
     record: Record,
@@ -1120,6 +1129,7 @@ impl KnowledgeBase {
                 entries = journal.entries.len(),
                 "finishing a change interrupted by a crash"
             );
+            let journal = self.without_superseded(journal).await?;
             let index_points = if index_exists {
                 self.index_points(&journal.entries).await?
             } else {
@@ -1138,6 +1148,61 @@ impl KnowledgeBase {
             self.store.delete(JOURNAL, vec![id]).await?;
         }
         Ok(())
+    }
+
+    /// Drops from a journal record every entry that a later change has
+    /// already superseded (the stored entry has a higher version), with its
+    /// revisions and its stale index points. On a shared server the record
+    /// may be another live instance's change, finished and followed by the
+    /// next one while this instance was starting: replaying all of it would
+    /// write the older version back, and delete index points the newer
+    /// version uses again.
+    async fn without_superseded(&self, journal: Journal) -> Result<Journal, KbError> {
+        let ids = journal.entries.iter().map(|entry| entry.id).collect();
+        let stored_versions: HashMap<EntryId, u32> = self
+            .get_many(ids)
+            .await?
+            .into_iter()
+            .map(|entry| (entry.id, entry.version))
+            .collect();
+        let superseded: HashSet<EntryId> = journal
+            .entries
+            .iter()
+            .filter(|entry| {
+                stored_versions
+                    .get(&entry.id)
+                    .is_some_and(|&stored| stored > entry.version)
+            })
+            .map(|entry| entry.id)
+            .collect();
+        if superseded.is_empty() {
+            return Ok(journal);
+        }
+        tracing::info!(
+            entries = superseded.len(),
+            "a later change already superseded part of an interrupted change; that part is skipped"
+        );
+        let their_index_points: HashSet<Uuid> = superseded
+            .iter()
+            .flat_map(|&id| possible_index_point_ids(id))
+            .collect();
+        Ok(Journal {
+            entries: journal
+                .entries
+                .into_iter()
+                .filter(|entry| !superseded.contains(&entry.id))
+                .collect(),
+            revisions: journal
+                .revisions
+                .into_iter()
+                .filter(|revision| !superseded.contains(&revision.entry_id))
+                .collect(),
+            stale_index_points: journal
+                .stale_index_points
+                .into_iter()
+                .filter(|point| !their_index_points.contains(point))
+                .collect(),
+        })
     }
 
     async fn apply_records_only(&self, journal: &Journal) -> Result<(), KbError> {
@@ -1559,4 +1624,99 @@ fn candidates(hits: Vec<crate::store::Hit>, dense: bool) -> Vec<Candidate> {
             Candidate::from_payload(&hit.payload, dense_score, lexical_score)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::ImportOptions;
+    use crate::import::parse_jsonl;
+    use crate::store::edge::EdgeStore;
+    use crate::workflow::Action;
+
+    async fn knowledge_base(dir: &std::path::Path) -> KnowledgeBase {
+        let models = std::env::var_os("WENKE_MODEL_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
+        let model = embeddings::EmbeddingModel::load(&models.join("multilingual-e5-small-q4"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        KnowledgeBase::open(
+            Arc::new(EdgeStore::open(dir).expect("open store")),
+            Embedder::from_model(Arc::new(model), 8),
+            crate::dict::builtin_analyzer(),
+            Calibration::default(),
+        )
+        .await
+        .expect("open kb")
+    }
+
+    /// An instance starting while another one edits (server mode) finds the
+    /// other's journal record of a change it has finished and followed with
+    /// the next: replaying the record must not bring the older version back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replaying_a_superseded_journal_record_keeps_the_newer_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kb = knowledge_base(dir.path()).await;
+        let rows = parse_jsonl(
+            r#"{"external_key": "potato-blight", "question": "马铃薯晚疫病怎么防治？", "alt_questions": ["洋芋叶子发黑咋个办"], "answer": "选抗病品种，发病初期喷施烯酰吗啉等药剂。", "category": "农业种植", "source": {"organisation": "测试"}}"#,
+        );
+        let options = ImportOptions {
+            actor: "编辑甲".into(),
+            approve_as: Some("审核乙".into()),
+        };
+        kb.import(rows, &options, &|_, _| {}).await.expect("import");
+        let published = kb
+            .list(&ListFilter::default())
+            .await
+            .expect("list")
+            .remove(0);
+        assert_eq!(published.status, Status::Published);
+
+        // The change that published it, as its journal record said, and
+        // then a later change: the entry is retired.
+        let finished = Journal {
+            entries: vec![published.clone()],
+            revisions: Vec::new(),
+            stale_index_points: possible_index_point_ids(published.id).skip(3).collect(),
+        };
+        let retired = kb
+            .apply(published.id, Action::Retire { note: None }, "审核乙")
+            .await
+            .expect("retire");
+        kb.store
+            .upsert(
+                JOURNAL,
+                vec![NewPoint {
+                    id: Uuid::new_v4(),
+                    dense: None,
+                    lexical: None,
+                    payload: to_payload(&finished),
+                }],
+            )
+            .await
+            .expect("write the record");
+
+        kb.recover().await.expect("recover");
+
+        let now = kb.get(published.id).await.expect("get").expect("entry");
+        assert_eq!(
+            (now.version, now.status),
+            (retired.version, Status::Retired)
+        );
+        let outcome = kb
+            .search("马铃薯晚疫病怎么防治？", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert!(
+            outcome.hits.iter().all(|hit| hit.entry.id != published.id),
+            "a retired entry came back into the search index"
+        );
+        let left = scroll_all(kb.store.as_ref(), JOURNAL, Filter::default())
+            .await
+            .expect("journal");
+        assert!(left.is_empty(), "the record was not cleared");
+    }
 }
