@@ -798,14 +798,7 @@ async fn searches_per_ask(writers: Writers) -> [usize; 3] {
         writers,
         searches: AtomicUsize::new(0),
     });
-    let kb = KnowledgeBase::open(
-        Arc::clone(&store) as Arc<dyn PointStore>,
-        Embedder::from_model(model(), 8),
-        kb::dict::builtin_analyzer(),
-        Calibration::default(),
-    )
-    .await
-    .expect("open kb");
+    let kb = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
     let approved = ImportOptions {
         actor: "编辑甲".into(),
         approve_as: Some("审核乙".into()),
