@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use embeddings::{Embedder, TextKind};
 use lru::LruCache;
@@ -33,10 +33,11 @@ use uuid::Uuid;
 use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
 use crate::import::ParsedRow;
 use crate::lexical;
+use crate::read_cache::{ReadCache, ReadStamp};
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
-    QueryVector, Record, SearchRequest, StoreError, Writers, scroll_all, to_payload,
+    QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
 };
 use crate::text::{AnalyzedQuery, Analyzer};
 use crate::workflow::{self, Action, Revision, WorkflowError};
@@ -69,13 +70,11 @@ const BATCH: usize = 32;
 /// Query vectors kept (384 floats each: ~6 MB in all). People ask the
 /// same things again and again, and the model is the slowest step.
 const EMBEDDING_CACHE: usize = 4096;
-/// Search results kept, and for how long. Local writes clear the cache at
-/// once, which is all the embedded store needs (no other process can write
-/// to it). On a shared Qdrant server the lifetime bounds how stale a result
-/// can be when another instance publishes, well inside the one-second
-/// promise.
+/// Search results kept (see [`ReadCache`] for how long).
 const SEARCH_CACHE: usize = 4096;
-const SHARED_STORE_SEARCH_TTL: Duration = Duration::from_millis(800);
+/// Published entries kept for searches: the records the answers of
+/// frequent questions come from (~2–5 KB each).
+const PUBLISHED_ENTRY_CACHE: usize = 2048;
 
 /// Errors from the knowledge base.
 #[derive(Debug, thiserror::Error)]
@@ -278,9 +277,12 @@ pub struct KnowledgeBase {
     analyzer: RwLock<Arc<Analyzer>>,
     calibration: Calibration,
     embeddings: Mutex<LruCache<String, Vec<f32>>>,
-    searches: Mutex<LruCache<(String, SearchFilter), CachedSearch>>,
-    /// Bumped by every local write; cached searches of an older
-    /// generation are not used.
+    searches: ReadCache<(String, SearchFilter), SearchOutcome>,
+    /// Entry records as searches read them (published or not: the search
+    /// checks).
+    entries_read: ReadCache<Uuid, Entry>,
+    /// Bumped by every local write; cached reads of an older generation
+    /// are not used.
     generation: AtomicU64,
 }
 
@@ -294,13 +296,6 @@ pub struct TopicVocabulary {
     pub subjects: BTreeSet<String>,
     /// For each tag, the crops of the entries that carry it.
     pub crops_of_subject: std::collections::BTreeMap<String, BTreeSet<String>>,
-}
-
-/// A search result remembered for repeated questions.
-struct CachedSearch {
-    at: Instant,
-    generation: u64,
-    outcome: SearchOutcome,
 }
 
 fn cache_size(size: usize) -> NonZeroUsize {
@@ -552,13 +547,15 @@ impl KnowledgeBase {
         for spec in [entries_spec(), revisions_spec(), journal_spec()] {
             store.ensure_collection(&spec).await?;
         }
+        let writers = store.writers();
         let kb = Self {
             store,
             embedder,
             analyzer: RwLock::new(Arc::new(analyzer)),
             calibration,
             embeddings: Mutex::new(LruCache::new(cache_size(EMBEDDING_CACHE))),
-            searches: Mutex::new(LruCache::new(cache_size(SEARCH_CACHE))),
+            searches: ReadCache::new(SEARCH_CACHE, writers),
+            entries_read: ReadCache::new(PUBLISHED_ENTRY_CACHE, writers),
             generation: AtomicU64::new(0),
         };
         kb.recover().await?;
@@ -1372,7 +1369,7 @@ impl KnowledgeBase {
     /// re-checks each entry's state before returning it.
     ///
     /// Results are cached by question and filter until a local write (and,
-    /// on a shared server, for at most [`SHARED_STORE_SEARCH_TTL`]):
+    /// on a shared server, for at most [`SHARED_STORE_READ_TTL`]):
     /// repeated questions (the common case in a public chat) cost a map
     /// lookup.
     pub async fn search(
@@ -1381,27 +1378,45 @@ impl KnowledgeBase {
         filter: &SearchFilter,
     ) -> Result<SearchOutcome, KbError> {
         let key = (question.to_owned(), filter.clone());
-        let generation = self.generation.load(Ordering::Acquire);
-        let recent_enough = |at: Instant| match self.store.writers() {
-            Writers::ThisProcessOnly => true,
-            Writers::Shared => at.elapsed() < SHARED_STORE_SEARCH_TTL,
-        };
-        if let Some(cached) = self.searches.lock().get(&key)
-            && cached.generation == generation
-            && recent_enough(cached.at)
-        {
-            return Ok(cached.outcome.clone());
+        let stamp = self.read_stamp();
+        if let Some(outcome) = self.searches.get(&key, stamp.generation()) {
+            return Ok(outcome);
         }
         let outcome = self.search_uncached(question, filter).await?;
-        self.searches.lock().put(
-            key,
-            CachedSearch {
-                at: Instant::now(),
-                generation,
-                outcome: outcome.clone(),
-            },
-        );
+        self.searches.put(key, stamp, outcome.clone());
         Ok(outcome)
+    }
+
+    /// Stamps a read that is about to begin, for caching its result.
+    fn read_stamp(&self) -> ReadStamp {
+        ReadStamp::new(self.generation.load(Ordering::Acquire))
+    }
+
+    /// The entry records a search names, from the cache where it still
+    /// holds them. Missing records are left out.
+    async fn entries_for_search(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Entry>, KbError> {
+        let stamp = self.read_stamp();
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut to_read = Vec::new();
+        for id in ids {
+            match self.entries_read.get(id, stamp.generation()) {
+                Some(entry) => {
+                    found.insert(*id, entry);
+                }
+                None => to_read.push(*id),
+            }
+        }
+        if to_read.is_empty() {
+            return Ok(found);
+        }
+        for record in self.store.get(ENTRIES, to_read).await? {
+            let id = record.id;
+            if let Ok(entry) = from_record::<Entry>(ENTRIES, record) {
+                self.entries_read.put(id, stamp, entry.clone());
+                found.insert(id, entry);
+            }
+        }
+        Ok(found)
     }
 
     async fn search_uncached(
@@ -1413,36 +1428,119 @@ impl KnowledgeBase {
         let query = analyzer.analyze_query(question);
         let base_filter = self.published_filter(filter);
 
+        // The exact-phrasing lookup runs beside the searches rather than
+        // before them: on the chat path the query vector is already cached
+        // (routing embedded the message), so a hit wastes two cheap reads,
+        // while a miss, the common case, no longer waits for the lookup.
         let canonical = analyzer.canonical(question);
-        if !canonical.is_empty() {
-            let (exact, _) = self
-                .store
-                .scroll(
-                    INDEX_ALIAS,
-                    base_filter
-                        .clone()
-                        .and(Condition::keyword("canonical", canonical)),
-                    None,
-                    1,
-                )
-                .await?;
-            if let Some(record) = exact.into_iter().next()
-                && let Some(hit) = self.exact_hit(record).await?
-            {
-                return Ok(SearchOutcome {
-                    query,
-                    hits: vec![hit],
-                    decision: Decision::Answer,
-                });
-            }
+        let (exact, found) = tokio::try_join!(
+            self.exact_phrasing(&canonical, &base_filter),
+            self.dense_and_lexical(&analyzer, &query, &base_filter),
+        )?;
+        if let Some(record) = exact
+            && let Some(hit) = self.exact_hit(record).await?
+        {
+            return Ok(SearchOutcome {
+                query,
+                hits: vec![hit],
+                decision: Decision::Answer,
+            });
         }
-
-        if query.rewritten.trim().is_empty() {
+        let Some(SignalHits {
+            vector,
+            dense: dense_hits,
+            lexical: lexical_hits,
+        }) = found
+        else {
             return Ok(SearchOutcome {
                 query,
                 hits: Vec::new(),
                 decision: Decision::Abstain,
             });
+        };
+        let weighted: Vec<WeightedWord> = query
+            .tokens
+            .iter()
+            .map(|word| WeightedWord {
+                word: word.clone(),
+                weight: analyzer.word_weight(word),
+            })
+            .collect();
+        let mut ranked = rank_candidates(
+            &weighted,
+            candidates(dense_hits, true),
+            candidates(lexical_hits, false),
+            &self.calibration,
+        );
+        let ids: Vec<Uuid> = ranked.iter().map(|r| r.entry_id).collect();
+        // Both read what the ranking named, independently of each other.
+        let (answer_scores, mut entries) = tokio::try_join!(
+            self.answer_relevance(&ranked, vector),
+            self.entries_for_search(&ids),
+        )?;
+        for entry in &mut ranked {
+            if let Some(score) = answer_scores.get(&entry.entry_id) {
+                entry.features.answer_dense = *score;
+                entry.confidence = self.calibration.confidence(&entry.features);
+            }
+        }
+        let hits: Vec<SearchHit> = ranked
+            .into_iter()
+            .filter_map(|ranked| {
+                let entry = PublishedEntry::new(entries.remove(&ranked.entry_id)?)?;
+                Some(SearchHit {
+                    entry,
+                    score: ranked.score,
+                    confidence: ranked.confidence,
+                    features: ranked.features,
+                    evidence: ranked.evidence,
+                })
+            })
+            .collect();
+        let decision = self
+            .calibration
+            .decide(hits.first().map_or(0.0, |h| h.confidence));
+        Ok(SearchOutcome {
+            query,
+            hits,
+            decision,
+        })
+    }
+
+    /// The index point whose phrasing equals the question after
+    /// normalisation, if any.
+    async fn exact_phrasing(
+        &self,
+        canonical: &str,
+        base_filter: &Filter,
+    ) -> Result<Option<Record>, KbError> {
+        if canonical.is_empty() {
+            return Ok(None);
+        }
+        let (records, _) = self
+            .store
+            .scroll(
+                INDEX_ALIAS,
+                base_filter
+                    .clone()
+                    .and(Condition::keyword("canonical", canonical)),
+                None,
+                1,
+            )
+            .await?;
+        Ok(records.into_iter().next())
+    }
+
+    /// The dense and lexical candidates for a query, searched side by side;
+    /// `None` when nothing of the question is left to search with.
+    async fn dense_and_lexical(
+        &self,
+        analyzer: &Analyzer,
+        query: &AnalyzedQuery,
+        base_filter: &Filter,
+    ) -> Result<Option<SignalHits>, KbError> {
+        if query.rewritten.trim().is_empty() {
+            return Ok(None);
         }
         let vector = self
             .embed_query(&analyzer.embedding_text(&query.rewritten))
@@ -1469,65 +1567,21 @@ impl KnowledgeBase {
                 })
                 .await
         };
-        // The two searches are independent: run them side by side.
-        let (dense_hits, lexical_hits) = tokio::try_join!(dense_search, lexical_search)?;
-        let weighted: Vec<WeightedWord> = query
-            .tokens
-            .iter()
-            .map(|word| WeightedWord {
-                word: word.clone(),
-                weight: analyzer.word_weight(word),
-            })
-            .collect();
-        let mut ranked = rank_candidates(
-            &weighted,
-            candidates(dense_hits, true),
-            candidates(lexical_hits, false),
-            &self.calibration,
-        );
-        self.add_answer_relevance(&mut ranked, vector).await?;
-        let ids: Vec<Uuid> = ranked.iter().map(|r| r.entry_id).collect();
-        let mut entries: HashMap<Uuid, Entry> = self
-            .store
-            .get(ENTRIES, ids)
-            .await?
-            .into_iter()
-            .filter_map(|record| {
-                let id = record.id;
-                from_record::<Entry>(ENTRIES, record).ok().map(|e| (id, e))
-            })
-            .collect();
-        let hits: Vec<SearchHit> = ranked
-            .into_iter()
-            .filter_map(|ranked| {
-                let entry = PublishedEntry::new(entries.remove(&ranked.entry_id)?)?;
-                Some(SearchHit {
-                    entry,
-                    score: ranked.score,
-                    confidence: ranked.confidence,
-                    features: ranked.features,
-                    evidence: ranked.evidence,
-                })
-            })
-            .collect();
-        let decision = self
-            .calibration
-            .decide(hits.first().map_or(0.0, |h| h.confidence));
-        Ok(SearchOutcome {
-            query,
-            hits,
-            decision,
-        })
+        let (dense, lexical) = tokio::try_join!(dense_search, lexical_search)?;
+        Ok(Some(SignalHits {
+            vector,
+            dense,
+            lexical,
+        }))
     }
 
     /// Scores the leading entries' answers against the query (query to
-    /// passage, the way e5 was trained for retrieval) and recomputes their
-    /// confidence with it.
-    async fn add_answer_relevance(
+    /// passage, the way e5 was trained for retrieval), by entry.
+    async fn answer_relevance(
         &self,
-        ranked: &mut [crate::retrieval::Ranked],
+        ranked: &[crate::retrieval::Ranked],
         vector: Vec<f32>,
-    ) -> Result<(), KbError> {
+    ) -> Result<HashMap<Uuid, f32>, KbError> {
         const SCORED: usize = 3;
         let leading: Vec<String> = ranked
             .iter()
@@ -1535,7 +1589,7 @@ impl KnowledgeBase {
             .map(|r| r.entry_id.to_string())
             .collect();
         if leading.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let answers = self
             .store
@@ -1551,17 +1605,13 @@ impl KnowledgeBase {
                 exactness: Exactness::Exact,
             })
             .await?;
-        let by_entry: HashMap<String, f32> = answers
+        Ok(answers
             .into_iter()
-            .filter_map(|hit| Some((hit.payload.get("entry_id")?.as_str()?.to_owned(), hit.score)))
-            .collect();
-        for entry in ranked.iter_mut().take(SCORED) {
-            if let Some(score) = by_entry.get(&entry.entry_id.to_string()) {
-                entry.features.answer_dense = *score;
-                entry.confidence = self.calibration.confidence(&entry.features);
-            }
-        }
-        Ok(())
+            .filter_map(|hit| {
+                let entry_id = Uuid::parse_str(hit.payload.get("entry_id")?.as_str()?).ok()?;
+                Some((entry_id, hit.score))
+            })
+            .collect())
     }
 
     fn published_filter(&self, filter: &SearchFilter) -> Filter {
@@ -1580,10 +1630,11 @@ impl KnowledgeBase {
     }
 
     async fn exact_hit(&self, record: Record) -> Result<Option<SearchHit>, KbError> {
-        let Some(candidate) = Candidate::from_payload(&record.payload, None, None) else {
+        let Some(candidate) = Candidate::from_payload(record.payload, None, None) else {
             return Ok(None);
         };
-        let Some(entry) = self.get(EntryId(candidate.entry_id)).await? else {
+        let mut entries = self.entries_for_search(&[candidate.entry_id]).await?;
+        let Some(entry) = entries.remove(&candidate.entry_id) else {
             return Ok(None);
         };
         let Some(entry) = PublishedEntry::new(entry) else {
@@ -1613,6 +1664,14 @@ impl KnowledgeBase {
     }
 }
 
+/// What the dense and lexical searches found for a query.
+struct SignalHits {
+    /// The query's vector, for scoring answers after ranking.
+    vector: Vec<f32>,
+    dense: Vec<crate::store::Hit>,
+    lexical: Vec<crate::store::Hit>,
+}
+
 fn candidates(hits: Vec<crate::store::Hit>, dense: bool) -> Vec<Candidate> {
     hits.into_iter()
         .filter_map(|hit| {
@@ -1621,7 +1680,7 @@ fn candidates(hits: Vec<crate::store::Hit>, dense: bool) -> Vec<Candidate> {
             } else {
                 (None, Some(hit.score))
             };
-            Candidate::from_payload(&hit.payload, dense_score, lexical_score)
+            Candidate::from_payload(hit.payload, dense_score, lexical_score)
         })
         .collect()
 }

@@ -21,6 +21,7 @@ pub mod import;
 pub mod lexical;
 pub mod listing;
 pub mod phrases;
+mod read_cache;
 pub mod region;
 pub mod retrieval;
 pub mod store;

@@ -16,9 +16,10 @@
 //! were fitted on the dev set and rounded (see docs/BENCHMARKS.md), and live
 //! in [`Calibration`] so a deployment can refit them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::base::{Decision, Evidence, PhrasingKind};
@@ -137,25 +138,29 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Reads a candidate from an index point's payload.
+    /// Reads a candidate from an index point's payload, taking its text
+    /// and tokens out of it rather than copying them.
     pub fn from_payload(
-        payload: &Payload,
+        mut payload: Payload,
         dense: Option<f32>,
         lexical: Option<f32>,
     ) -> Option<Self> {
         let entry_id = Uuid::parse_str(payload.get("entry_id")?.as_str()?).ok()?;
-        let kind = serde_json::from_value(payload.get("kind")?.clone()).ok()?;
-        let text = payload.get("text")?.as_str()?.to_owned();
-        let tokens = payload
-            .get("tokens")
-            .and_then(|t| t.as_array())
-            .map(|tokens| {
-                tokens
-                    .iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let kind: PhrasingKind = serde_json::from_value(payload.remove("kind")?).ok()?;
+        let text = match payload.remove("text")? {
+            Value::String(text) => text,
+            _ => return None,
+        };
+        let tokens = match payload.remove("tokens") {
+            Some(Value::Array(tokens)) => tokens
+                .into_iter()
+                .filter_map(|token| match token {
+                    Value::String(token) => Some(token),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Some(Self {
             entry_id,
             kind,
@@ -191,38 +196,101 @@ pub struct WeightedWord {
     pub weight: f32,
 }
 
+/// The query's distinct words, and which of them a list of tokens holds.
+///
+/// Ranking asks "which query words does this text contain?" of every
+/// candidate and of every entry's candidates together. Answering it once per
+/// candidate as a bit set, and combining sets with `|`, avoids building a
+/// hash set of each candidate's tokens (tens of words, 80 candidates per
+/// search) on the request path.
+struct QueryWords<'q> {
+    /// Distinct words in order of first appearance; at most
+    /// [`QueryWords::MAX`].
+    words: Vec<&'q WeightedWord>,
+    total_weight: f32,
+    heaviest: f32,
+}
+
+/// Bit `i` set: the text contains `QueryWords::words[i]`.
+type WordSet = u128;
+
+impl<'q> QueryWords<'q> {
+    /// Words beyond this many distinct ones are not counted. A chat
+    /// question has a few dozen at most.
+    const MAX: usize = WordSet::BITS as usize;
+
+    fn new(query: &'q [WeightedWord]) -> Self {
+        let mut words: Vec<&WeightedWord> = Vec::new();
+        for word in query {
+            if words.len() == Self::MAX {
+                break;
+            }
+            if !words.iter().any(|seen| seen.word == word.word) {
+                words.push(word);
+            }
+        }
+        Self {
+            total_weight: words.iter().map(|w| w.weight).sum(),
+            heaviest: words.iter().map(|w| w.weight).fold(0.0f32, f32::max),
+            words,
+        }
+    }
+
+    /// Which query words occur among `tokens`. A linear scan over the
+    /// query's few words beats hashing each token.
+    fn found_in<'t>(&self, tokens: impl IntoIterator<Item = &'t String>) -> WordSet {
+        let mut found: WordSet = 0;
+        for token in tokens {
+            if let Some(i) = self.words.iter().position(|w| w.word == *token) {
+                found |= 1 << i;
+            }
+        }
+        found
+    }
+
+    /// Share of the query's weight that the words in `found` carry.
+    fn coverage(&self, found: WordSet) -> f32 {
+        if self.total_weight == 0.0 {
+            return 0.0;
+        }
+        let found_weight: f32 = self
+            .words
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found & (1 << i) != 0)
+            .map(|(_, w)| w.weight)
+            .sum();
+        found_weight / self.total_weight
+    }
+
+    /// Weight of the heaviest word not in `found`, over the heaviest word's.
+    fn missing(&self, found: WordSet) -> f32 {
+        if self.heaviest == 0.0 {
+            return 0.0;
+        }
+        let heaviest_missing = self
+            .words
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found & (1 << i) == 0)
+            .map(|(_, w)| w.weight)
+            .fold(0.0f32, f32::max);
+        heaviest_missing / self.heaviest
+    }
+}
+
 /// Share of the query's distinct words found among `tokens`, each word
 /// counted by its weight.
 pub fn coverage<'a>(query: &[WeightedWord], tokens: impl IntoIterator<Item = &'a String>) -> f32 {
-    let present: HashSet<&str> = tokens.into_iter().map(String::as_str).collect();
-    let mut seen = HashSet::new();
-    let (mut total, mut found) = (0.0f32, 0.0f32);
-    for word in query {
-        if !seen.insert(word.word.as_str()) {
-            continue;
-        }
-        total += word.weight;
-        if present.contains(word.word.as_str()) {
-            found += word.weight;
-        }
-    }
-    if total == 0.0 { 0.0 } else { found / total }
+    let words = QueryWords::new(query);
+    words.coverage(words.found_in(tokens))
 }
 
 /// Weight of the heaviest query word absent from `tokens`, over the heaviest
 /// query word's weight.
 pub fn missing<'a>(query: &[WeightedWord], tokens: impl IntoIterator<Item = &'a String>) -> f32 {
-    let present: HashSet<&str> = tokens.into_iter().map(String::as_str).collect();
-    let heaviest = query.iter().map(|w| w.weight).fold(0.0f32, f32::max);
-    if heaviest == 0.0 {
-        return 0.0;
-    }
-    let heaviest_missing = query
-        .iter()
-        .filter(|w| !present.contains(w.word.as_str()))
-        .map(|w| w.weight)
-        .fold(0.0f32, f32::max);
-    heaviest_missing / heaviest
+    let words = QueryWords::new(query);
+    words.missing(words.found_in(tokens))
 }
 
 /// Merges the two candidate lists into ranked entries.
@@ -262,17 +330,15 @@ pub fn rank_candidates(
         coverage: f32,
         candidate: Candidate,
     }
-    let mut entry_tokens: HashMap<Uuid, HashSet<String>> = HashMap::new();
-    for candidate in points.values() {
-        entry_tokens
-            .entry(candidate.entry_id)
-            .or_default()
-            .extend(candidate.tokens.iter().cloned());
-    }
+    let words = QueryWords::new(query);
+    // Which query words each entry's found points contain, together.
+    let mut entry_words: HashMap<Uuid, WordSet> = HashMap::new();
     let mut best_per_entry: HashMap<Uuid, Best> = HashMap::new();
     for candidate in points.into_values() {
+        let found = words.found_in(&candidate.tokens);
+        *entry_words.entry(candidate.entry_id).or_default() |= found;
         let dense = candidate.dense.unwrap_or(dense_floor);
-        let coverage = coverage(query, &candidate.tokens);
+        let coverage = words.coverage(found);
         let score = dense + calibration.coverage_weight * coverage;
         let replace = best_per_entry
             .get(&candidate.entry_id)
@@ -314,9 +380,12 @@ pub fn rank_candidates(
             } else {
                 calibration.coverage_weight
             };
-            let tokens = entry_tokens.get(&best.candidate.entry_id);
-            let entry_coverage = tokens.map_or(0.0, |tokens| coverage(query, tokens));
-            let missing = tokens.map_or(1.0, |tokens| missing(query, tokens));
+            let found = entry_words
+                .get(&best.candidate.entry_id)
+                .copied()
+                .unwrap_or_default();
+            let entry_coverage = words.coverage(found);
+            let missing = words.missing(found);
             let features = Features {
                 dense: best.dense,
                 margin,
@@ -438,5 +507,57 @@ mod tests {
         assert_eq!(calibration.decide(0.9), Decision::Answer);
         assert_eq!(calibration.decide(0.4), Decision::Suggest);
         assert_eq!(calibration.decide(0.1), Decision::Abstain);
+    }
+
+    /// The definitions the bit sets must agree with, written the direct way.
+    fn reference_coverage(query: &[WeightedWord], tokens: &[String]) -> f32 {
+        let present: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+        let mut seen = std::collections::HashSet::new();
+        let (mut total, mut found) = (0.0f32, 0.0f32);
+        for word in query {
+            if seen.insert(word.word.as_str()) {
+                total += word.weight;
+                if present.contains(word.word.as_str()) {
+                    found += word.weight;
+                }
+            }
+        }
+        if total == 0.0 { 0.0 } else { found / total }
+    }
+
+    fn reference_missing(query: &[WeightedWord], tokens: &[String]) -> f32 {
+        let heaviest = query.iter().map(|w| w.weight).fold(0.0f32, f32::max);
+        if heaviest == 0.0 {
+            return 0.0;
+        }
+        query
+            .iter()
+            .filter(|w| !tokens.contains(&w.word))
+            .map(|w| w.weight)
+            .fold(0.0f32, f32::max)
+            / heaviest
+    }
+
+    proptest::proptest! {
+        /// Coverage and the missing key word, computed through bit sets,
+        /// equal their direct definitions, repeated query words included.
+        #[test]
+        fn word_sets_agree_with_the_definitions(
+            query_words in proptest::collection::vec((0usize..12, 0.0f32..5.0), 0..20),
+            token_words in proptest::collection::vec(0usize..16, 0..40),
+        ) {
+            let vocabulary: Vec<String> = (0..16).map(|i| format!("词{i}")).collect();
+            // A word's weight depends on the word, as the analyzer's does.
+            let weight_of: Vec<f32> = (0..16).map(|i| {
+                query_words.iter().find(|(w, _)| *w == i).map_or(1.0, |(_, weight)| *weight)
+            }).collect();
+            let query: Vec<WeightedWord> = query_words
+                .iter()
+                .map(|(w, _)| WeightedWord { word: vocabulary[*w].clone(), weight: weight_of[*w] })
+                .collect();
+            let tokens: Vec<String> = token_words.iter().map(|t| vocabulary[*t].clone()).collect();
+            proptest::prop_assert!((coverage(&query, &tokens) - reference_coverage(&query, &tokens)).abs() < 1e-5);
+            proptest::prop_assert!((missing(&query, &tokens) - reference_missing(&query, &tokens)).abs() < 1e-6);
+        }
     }
 }

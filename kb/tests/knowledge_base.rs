@@ -273,6 +273,15 @@ async fn only_published_entries_are_ever_returned() {
         kb.apply(draft.id, Action::Approve { note: None }, "审核乙")
             .await
             .expect("approve");
+        // The entry was read (and kept) by searches before the edit: the
+        // answer users see now is the reviewed revision.
+        let revised = search("蚕豆赤斑病怎么防治？").await;
+        let revised = revised
+            .hits
+            .iter()
+            .find(|h| h.entry.id == draft.id)
+            .unwrap_or_else(|| panic!("[{name}] re-approved entry not found"));
+        assert_eq!(revised.entry.content.answer, "修订后的答案", "[{name}]");
         kb.apply(
             draft.id,
             Action::Retire {

@@ -1,0 +1,127 @@
+//! Reads of the store kept for the next request, as long as they can still
+//! be true.
+//!
+//! A cached value is used only while the knowledge base's write generation
+//! is the one it was read under (every local write bumps it). On a store
+//! that other processes write to as well (a shared Qdrant server), a local
+//! write says nothing about theirs, so values also expire after
+//! [`SHARED_STORE_READ_TTL`]: that bounds how stale an answer can be when
+//! another instance publishes or retires an entry, well inside the
+//! one-second promise of a multi-instance deployment.
+
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::store::Writers;
+
+/// How long a read from a shared store is reused.
+pub(crate) const SHARED_STORE_READ_TTL: Duration = Duration::from_millis(800);
+
+/// When and under which write generation a read began. Taken before the
+/// read, so a write that lands during it makes the result stale at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadStamp {
+    at: Instant,
+    generation: u64,
+}
+
+impl ReadStamp {
+    pub(crate) fn new(generation: u64) -> Self {
+        Self {
+            at: Instant::now(),
+            generation,
+        }
+    }
+
+    /// The write generation the read began under.
+    pub(crate) fn generation(self) -> u64 {
+        self.generation
+    }
+}
+
+struct Stamped<V> {
+    stamp: ReadStamp,
+    value: V,
+}
+
+/// A bounded map of reads (least recently used out first).
+pub(crate) struct ReadCache<K: Hash + Eq, V: Clone> {
+    values: Mutex<LruCache<K, Stamped<V>>>,
+    writers: Writers,
+}
+
+impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
+    /// A cache of `capacity` values for a store with these `writers`.
+    pub(crate) fn new(capacity: usize, writers: Writers) -> Self {
+        Self {
+            values: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+            writers,
+        }
+    }
+
+    /// The value read for `key`, if it is still valid at write `generation`.
+    pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let mut values = self.values.lock();
+        let stamped = values.get(key)?;
+        let fresh = stamped.stamp.generation == generation
+            && match self.writers {
+                Writers::ThisProcessOnly => true,
+                Writers::Shared => stamped.stamp.at.elapsed() < SHARED_STORE_READ_TTL,
+            };
+        if !fresh {
+            values.pop(key);
+            return None;
+        }
+        Some(stamped.value.clone())
+    }
+
+    /// Remembers `value`, read as of `stamp`.
+    pub(crate) fn put(&self, key: K, stamp: ReadStamp, value: V) {
+        self.values.lock().put(key, Stamped { stamp, value });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_makes_every_earlier_read_stale() {
+        let cache = ReadCache::new(8, Writers::ThisProcessOnly);
+        cache.put("q", ReadStamp::new(3), 1);
+        assert_eq!(cache.get(&"q", 3), Some(1));
+        assert_eq!(cache.get(&"q", 4), None);
+        // Dropped, not kept for a generation that comes back.
+        assert_eq!(cache.get(&"q", 3), None);
+    }
+
+    #[test]
+    fn reads_from_a_shared_store_expire() {
+        let cache = ReadCache::new(8, Writers::Shared);
+        let old = ReadStamp {
+            at: Instant::now() - SHARED_STORE_READ_TTL,
+            generation: 0,
+        };
+        cache.put("old", old, 1);
+        cache.put("new", ReadStamp::new(0), 2);
+        assert_eq!(cache.get(&"old", 0), None);
+        assert_eq!(cache.get(&"new", 0), Some(2));
+    }
+
+    #[test]
+    fn reads_from_a_store_only_this_process_writes_do_not_expire() {
+        let cache = ReadCache::new(8, Writers::ThisProcessOnly);
+        let old = ReadStamp {
+            at: Instant::now() - 100 * SHARED_STORE_READ_TTL,
+            generation: 0,
+        };
+        cache.put("old", old, 1);
+        assert_eq!(cache.get(&"old", 0), Some(1));
+    }
+}
