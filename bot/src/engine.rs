@@ -1340,11 +1340,13 @@ impl Engine {
                 let Some(content) = form.demand() else {
                     return Err(EngineError::Intake("confirmed form is incomplete".into()));
                 };
-                let demand = self
-                    .listings
-                    .file_demand(&form.id, content, Some(filer))
-                    .await?;
-                let matches = self.listings.matches(&demand.content, MAX_MATCHES).await?;
+                // Matching needs the content only: it runs while the demand
+                // is written, and the two embeddings share the cores.
+                let (demand, matches) = tokio::try_join!(
+                    self.listings
+                        .file_demand(&form.id, content.clone(), Some(filer)),
+                    self.listings.matches(&content, MAX_MATCHES),
+                )?;
                 let shown: Vec<serde_json::Value> = matches
                     .iter()
                     .map(|m| {

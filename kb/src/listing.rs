@@ -295,11 +295,14 @@ impl Demand {
             filed_at: self.filed_at,
         }
     }
+}
 
+impl DemandContent {
+    /// What a demand is embedded from: its title, problem and the outcome
+    /// wanted.
     fn embedding_text(&self) -> String {
-        let content = &self.content;
-        let mut text = format!("{}。{}", content.title, content.problem);
-        if let Some(outcome) = &content.desired_outcome {
+        let mut text = format!("{}。{}", self.title, self.problem);
+        if let Some(outcome) = &self.desired_outcome {
             text.push('。');
             text.push_str(outcome);
         }
@@ -779,15 +782,19 @@ impl ListingBook {
     }
 
     async fn write_demand(&self, demand: &Demand) -> Result<(), ListingError> {
-        let vector = self
-            .embedder
-            .embed_passages(vec![demand.embedding_text()])
-            .await?
-            .pop()
-            .unwrap_or_default();
+        let vector = self.demand_vector(&demand.content).await?;
         let point = self.demand_point(demand, vector);
         self.store.upsert(DEMANDS, vec![point]).await?;
         Ok(())
+    }
+
+    async fn demand_vector(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
+        Ok(self
+            .embedder
+            .embed_passages(vec![content.embedding_text()])
+            .await?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Files a demand. `origin` identifies where it came from (a chat
@@ -812,6 +819,10 @@ impl ListingBook {
         external_key: Option<String>,
     ) -> Result<Demand, ListingError> {
         validate_demand(&content)?;
+        // Embedded before taking the write lock: the vector depends on the
+        // content alone, and the model's tens of milliseconds would
+        // otherwise queue every other filing behind this one.
+        let vector = self.demand_vector(&content).await?;
         let _writing = self.writes.lock().await;
         let id = listing_id("demand", origin);
         if let Some(existing) = self.demand_by_id(id).await? {
@@ -846,7 +857,8 @@ impl ListingBook {
             filed_at: at,
             external_key,
         };
-        self.write_demand(&demand).await?;
+        let point = self.demand_point(&demand, vector);
+        self.store.upsert(DEMANDS, vec![point]).await?;
         Ok(demand)
     }
 
@@ -1140,20 +1152,7 @@ impl ListingBook {
         content: &DemandContent,
         limit: usize,
     ) -> Result<Vec<Match>, ListingError> {
-        let probe = Demand {
-            id: Uuid::nil(),
-            number: String::new(),
-            content: content.clone(),
-            filed_by: None,
-            status: DemandStatus::PendingReview,
-            staff: None,
-            plan_notes: Vec::new(),
-            claims: Vec::new(),
-            log: Vec::new(),
-            filed_at: 0,
-            external_key: None,
-        };
-        let text = probe.embedding_text();
+        let text = content.embedding_text();
         let vector = self
             .embedder
             .embed_query(&self.analyzer.embedding_text(&text))
