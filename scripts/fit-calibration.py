@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-FEATURES = ["dense", "margin", "coverage", "entry_coverage", "missing", "answer_dense"]
+FEATURES = ["dense", "margin", "coverage", "entry_coverage", "missing", "answer_dense",
+            "matched_question", "matched_answer", "rival_entry_coverage"]
 
 
 def load(paths):

@@ -640,6 +640,9 @@ pub async fn eval(
                         "entry_coverage": h.features.entry_coverage,
                         "missing": h.features.missing,
                         "answer_dense": h.features.answer_dense,
+                        "matched_question": h.features.matched_question,
+                        "matched_answer": h.features.matched_answer,
+                        "rival_entry_coverage": h.features.rival_entry_coverage,
                         "exact": h.evidence.exact,
                         "kind": h.evidence.matched_kind,
                     })

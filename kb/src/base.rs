@@ -19,7 +19,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use embeddings::{Embedder, TextKind};
 use lru::LruCache;
@@ -1432,12 +1431,14 @@ impl KnowledgeBase {
         // before them: on the chat path the query vector is already cached
         // (routing embedded the message), so a hit wastes two cheap reads,
         // while a miss, the common case, no longer waits for the lookup.
+        // An exact hit is answered even if the searches failed (a model
+        // error), as it was when the lookup ran first.
         let canonical = analyzer.canonical(question);
-        let (exact, found) = tokio::try_join!(
+        let (exact, found) = tokio::join!(
             self.exact_phrasing(&canonical, &base_filter),
             self.dense_and_lexical(&analyzer, &query, &base_filter),
-        )?;
-        if let Some(record) = exact
+        );
+        if let Some(record) = exact?
             && let Some(hit) = self.exact_hit(record).await?
         {
             return Ok(SearchOutcome {
@@ -1450,7 +1451,7 @@ impl KnowledgeBase {
             vector,
             dense: dense_hits,
             lexical: lexical_hits,
-        }) = found
+        }) = found?
         else {
             return Ok(SearchOutcome {
                 query,
@@ -1651,6 +1652,13 @@ impl KnowledgeBase {
                 entry_coverage: 1.0,
                 missing: 0.0,
                 answer_dense: 1.0,
+                matched_question: if candidate.kind == PhrasingKind::Question {
+                    1.0
+                } else {
+                    0.0
+                },
+                matched_answer: 0.0,
+                rival_entry_coverage: 0.0,
             },
             evidence: Evidence {
                 matched_text: candidate.text,

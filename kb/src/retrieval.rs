@@ -12,9 +12,11 @@
 //! The confidence is a logistic function of the top entry's dense score, its
 //! lead over the next entry, the coverage of its best point and the coverage
 //! of all its points found (does the entry talk about what was asked at
-//! all?) (Platt scaling); its weights
-//! were fitted on the dev set and rounded (see docs/BENCHMARKS.md), and live
-//! in [`Calibration`] so a deployment can refit them.
+//! all?), the query-to-answer similarity, which kind of text matched and how
+//! well the best rival entry covers the question (Platt scaling; see
+//! [`Features`]); its weights were fitted on the dev set (see
+//! docs/BENCHMARKS.md), and live in [`Calibration`] so a deployment can
+//! refit them.
 
 use std::collections::HashMap;
 
@@ -45,6 +47,18 @@ pub struct Calibration {
     pub missing_slope: f32,
     /// Weight of [`Features::answer_dense`].
     pub answer_slope: f32,
+    /// Weight of [`Features::matched_question`]. This and the next two
+    /// weights read as 0 when a calibration file lacks them: a file fitted
+    /// before they existed keeps its own model rather than gaining the
+    /// built-in weights of features it was not fitted with.
+    #[serde(default)]
+    pub matched_question_slope: f32,
+    /// Weight of [`Features::matched_answer`].
+    #[serde(default)]
+    pub matched_answer_slope: f32,
+    /// Weight of [`Features::rival_entry_coverage`].
+    #[serde(default)]
+    pub rival_entry_coverage_slope: f32,
     /// Confidence from which the top entry is answered directly.
     pub answer_threshold: f32,
     /// Confidence from which entries are offered as "did you mean".
@@ -59,14 +73,17 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -54.5,
-            dense_slope: 17.1,
-            margin_slope: 27.4,
-            coverage_slope: -5.6,
-            entry_coverage_slope: 3.6,
-            missing_slope: -1.3,
-            answer_slope: 45.2,
-            answer_threshold: 0.81,
+            bias: -62.318,
+            dense_slope: 25.366,
+            margin_slope: 22.181,
+            coverage_slope: -5.021,
+            entry_coverage_slope: 3.809,
+            missing_slope: -1.128,
+            answer_slope: 45.635,
+            matched_question_slope: -0.71,
+            matched_answer_slope: 0.595,
+            rival_entry_coverage_slope: -1.541,
+            answer_threshold: 0.757,
             suggest_threshold: 0.3,
             max_hits: 10,
         }
@@ -93,7 +110,10 @@ impl Calibration {
             + self.coverage_slope * features.coverage
             + self.entry_coverage_slope * features.entry_coverage
             + self.missing_slope * features.missing
-            + self.answer_slope * features.answer_dense;
+            + self.answer_slope * features.answer_dense
+            + self.matched_question_slope * features.matched_question
+            + self.matched_answer_slope * features.matched_answer
+            + self.rival_entry_coverage_slope * features.rival_entry_coverage;
         1.0 / (1.0 + (-logit).exp())
     }
 }
@@ -118,6 +138,16 @@ pub struct Features {
     /// (as a passage): does the answer answer it? Filled in by the caller,
     /// which looks it up; 0 until then.
     pub answer_dense: f32,
+    /// 1 when the best point is the entry's canonical question. Template
+    /// questions ("X病怎么防治") match other crops' template questions
+    /// closely, so such a match is worth a little less than an
+    /// alternative phrasing's.
+    pub matched_question: f32,
+    /// 1 when the best point is the entry's answer text.
+    pub matched_answer: f32,
+    /// Entry coverage of the best other entry: when a rival covers the
+    /// question as well, the lead is less telling.
+    pub rival_entry_coverage: f32,
 }
 
 /// One index point returned by a search.
@@ -363,6 +393,16 @@ pub fn rank_candidates(
     });
     entries.truncate(calibration.max_hits.max(1));
     let scores: Vec<f32> = entries.iter().map(|b| b.score).collect();
+    let entry_coverages: Vec<f32> = entries
+        .iter()
+        .map(|best| {
+            let found = entry_words
+                .get(&best.candidate.entry_id)
+                .copied()
+                .unwrap_or_default();
+            words.coverage(found)
+        })
+        .collect();
     entries
         .into_iter()
         .enumerate()
@@ -384,8 +424,19 @@ pub fn rank_candidates(
                 .get(&best.candidate.entry_id)
                 .copied()
                 .unwrap_or_default();
-            let entry_coverage = words.coverage(found);
+            let entry_coverage = entry_coverages[rank];
             let missing = words.missing(found);
+            // The best other entry is the leader, or for the leader the
+            // runner-up.
+            let rival = if rank == 0 { 1 } else { 0 };
+            let rival_entry_coverage = entry_coverages.get(rival).copied().unwrap_or(0.0);
+            let flag = |kind| {
+                if best.candidate.kind == kind {
+                    1.0
+                } else {
+                    0.0
+                }
+            };
             let features = Features {
                 dense: best.dense,
                 margin,
@@ -393,6 +444,9 @@ pub fn rank_candidates(
                 entry_coverage,
                 missing,
                 answer_dense: 0.0,
+                matched_question: flag(PhrasingKind::Question),
+                matched_answer: flag(PhrasingKind::Answer),
+                rival_entry_coverage,
             };
             Ranked {
                 entry_id: best.candidate.entry_id,
@@ -499,6 +553,19 @@ mod tests {
         assert_eq!(lexical.evidence.dense, None);
         assert!((lexical.features.dense - 0.80).abs() < 1e-6);
         assert_eq!(ranked[0].entry_id, Uuid::from_u128(2));
+    }
+
+    #[test]
+    fn a_calibration_file_fitted_before_the_newer_features_ignores_them() {
+        let old: Calibration = serde_json::from_str(
+            r#"{"bias": -54.5, "dense_slope": 17.1, "answer_threshold": 0.81}"#,
+        )
+        .expect("parse");
+        assert_eq!(old.matched_question_slope, 0.0);
+        assert_eq!(old.rival_entry_coverage_slope, 0.0);
+        // Fields it does not name still come from the built-in calibration.
+        assert_eq!(old.max_hits, Calibration::default().max_hits);
+        assert_eq!(old.bias, -54.5);
     }
 
     #[test]

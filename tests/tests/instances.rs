@@ -47,8 +47,11 @@ fn stores() -> anyhow::Result<(Arc<dyn PointStore>, Arc<dyn PointStore>)> {
                 "QDRANT_URL is not set: the Qdrant-server part is skipped; both instances \
                  share one embedded store in this process"
             );
-            let store: Arc<dyn PointStore> =
-                Arc::new(kb::store::edge::EdgeStore::open(&tests::scratch_dir()?)?);
+            // Two knowledge bases write to it, so neither may keep what it
+            // read until its own next write.
+            let store: Arc<dyn PointStore> = Arc::new(
+                kb::store::edge::EdgeStore::open(&tests::scratch_dir()?)?.shared_within_process(),
+            );
             Ok((Arc::clone(&store), store))
         }
     }

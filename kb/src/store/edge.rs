@@ -44,6 +44,7 @@ const LOCK_FILE: &str = "LOCK";
 /// The embedded store on a data directory.
 pub struct EdgeStore {
     inner: Arc<Inner>,
+    writers: Writers,
 }
 
 struct Inner {
@@ -106,7 +107,18 @@ impl EdgeStore {
                 admin: Mutex::new(()),
                 _lock: lock,
             }),
+            // `open` holds the directory's lock file for the store's lifetime.
+            writers: Writers::ThisProcessOnly,
         })
+    }
+
+    /// Declares that other writers in this process share the store: each
+    /// knowledge base opened on it then trusts its reads only briefly, as
+    /// on a Qdrant server. For tests that stand in for several instances
+    /// with one embedded store.
+    pub fn shared_within_process(mut self) -> Self {
+        self.writers = Writers::Shared;
+        self
     }
 
     /// The data directory.
@@ -456,8 +468,7 @@ impl PointStore for EdgeStore {
     }
 
     fn writers(&self) -> Writers {
-        // `open` holds the directory's lock file for the store's lifetime.
-        Writers::ThisProcessOnly
+        self.writers
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
