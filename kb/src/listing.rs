@@ -821,7 +821,8 @@ impl ListingBook {
         validate_demand(&content)?;
         // Embedded before taking the write lock: the vector depends on the
         // content alone, and the model's tens of milliseconds would
-        // otherwise queue every other filing behind this one.
+        // otherwise queue every other filing behind this one. A retry of an
+        // origin already filed pays for one embedding it does not use.
         let vector = self.demand_vector(&content).await?;
         let _writing = self.writes.lock().await;
         let id = listing_id("demand", origin);
