@@ -1652,11 +1652,7 @@ impl KnowledgeBase {
                 entry_coverage: 1.0,
                 missing: 0.0,
                 answer_dense: 1.0,
-                matched_question: if candidate.kind == PhrasingKind::Question {
-                    1.0
-                } else {
-                    0.0
-                },
+                matched_question: f32::from(candidate.kind == PhrasingKind::Question),
                 matched_answer: 0.0,
                 rival_entry_coverage: 0.0,
             },

@@ -783,6 +783,11 @@ impl ListingBook {
 
     async fn write_demand(&self, demand: &Demand) -> Result<(), ListingError> {
         let vector = self.demand_vector(&demand.content).await?;
+        self.store_demand(demand, vector).await
+    }
+
+    /// Writes a demand whose vector is already computed.
+    async fn store_demand(&self, demand: &Demand, vector: Vec<f32>) -> Result<(), ListingError> {
         let point = self.demand_point(demand, vector);
         self.store.upsert(DEMANDS, vec![point]).await?;
         Ok(())
@@ -858,8 +863,7 @@ impl ListingBook {
             filed_at: at,
             external_key,
         };
-        let point = self.demand_point(&demand, vector);
-        self.store.upsert(DEMANDS, vec![point]).await?;
+        self.store_demand(&demand, vector).await?;
         Ok(demand)
     }
 

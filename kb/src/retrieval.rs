@@ -393,15 +393,19 @@ pub fn rank_candidates(
     });
     entries.truncate(calibration.max_hits.max(1));
     let scores: Vec<f32> = entries.iter().map(|b| b.score).collect();
-    let entry_coverages: Vec<f32> = entries
+    // Which query words each ranked entry's points hold, in rank order.
+    let found_by_rank: Vec<WordSet> = entries
         .iter()
         .map(|best| {
-            let found = entry_words
+            entry_words
                 .get(&best.candidate.entry_id)
                 .copied()
-                .unwrap_or_default();
-            words.coverage(found)
+                .unwrap_or_default()
         })
+        .collect();
+    let entry_coverages: Vec<f32> = found_by_rank
+        .iter()
+        .map(|found| words.coverage(*found))
         .collect();
     entries
         .into_iter()
@@ -420,23 +424,13 @@ pub fn rank_candidates(
             } else {
                 calibration.coverage_weight
             };
-            let found = entry_words
-                .get(&best.candidate.entry_id)
-                .copied()
-                .unwrap_or_default();
             let entry_coverage = entry_coverages[rank];
-            let missing = words.missing(found);
+            let missing = words.missing(found_by_rank[rank]);
             // The best other entry is the leader, or for the leader the
             // runner-up.
             let rival = if rank == 0 { 1 } else { 0 };
             let rival_entry_coverage = entry_coverages.get(rival).copied().unwrap_or(0.0);
-            let flag = |kind| {
-                if best.candidate.kind == kind {
-                    1.0
-                } else {
-                    0.0
-                }
-            };
+            let flag = |kind| f32::from(best.candidate.kind == kind);
             let features = Features {
                 dense: best.dense,
                 margin,
