@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 FEATURES = ["dense", "margin", "coverage", "entry_coverage", "missing", "answer_dense",
-            "matched_question", "matched_answer", "rival_entry_coverage"]
+            "matched_question", "matched_answer", "rival_entry_coverage", "absent_subject"]
 
 
 def load(paths):
@@ -70,6 +70,11 @@ def main():
     w, b = fit(x, y)
     logits = x @ w + b
     conf = 1 / (1 + np.exp(-logits))
+    # `kb::Calibration::confidence` holds an entry that misses the asked
+    # subject below the answer threshold: it is never answered, whatever
+    # the threshold, so it does not take part in choosing one.
+    unmet = x[:, FEATURES.index("absent_subject")] > 0
+    conf = np.where(unmet, 0.0, conf)
 
     # Lowest threshold meeting the abstain target on no-answer questions.
     null_conf = np.sort(conf[null])
@@ -85,11 +90,11 @@ def main():
           f"{answered:.3f} of answerable ({right:.3f} correctly), abstains on "
           f"{np.mean(conf[null] < threshold):.3f} of no-answer", file=sys.stderr)
 
-    calibration = {"coverage_weight": args.coverage_weight, "bias": round(float(b), 3)}
+    calibration = {"coverage_weight": args.coverage_weight, "bias": round(float(b), 6)}
     for name, weight in zip(FEATURES, w):
-        calibration[f"{name.replace('answer_dense', 'answer')}_slope"] = round(float(weight), 3)
+        calibration[f"{name.replace('answer_dense', 'answer')}_slope"] = round(float(weight), 6)
     calibration.update({
-        "answer_threshold": round(threshold, 3),
+        "answer_threshold": round(threshold, 6),
         "suggest_threshold": round(min(0.3, threshold / 2), 3),
         "max_hits": 10,
     })

@@ -552,6 +552,7 @@ impl Engine {
             kb::text::Analyzer::new(
                 base.terms().map(str::to_owned).collect::<Vec<_>>(),
                 kb::text::Synonyms::new(wanted),
+                base.subjects().subjects().to_vec(),
             )
         })
         .await;

@@ -643,6 +643,7 @@ pub async fn eval(
                         "matched_question": h.features.matched_question,
                         "matched_answer": h.features.matched_answer,
                         "rival_entry_coverage": h.features.rival_entry_coverage,
+                        "absent_subject": h.features.absent_subject,
                         "exact": h.evidence.exact,
                         "kind": h.evidence.matched_kind,
                     })

@@ -38,6 +38,7 @@ use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
     QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
 };
+use crate::subjects::EntryMentions;
 use crate::text::{AnalyzedQuery, Analyzer};
 use crate::workflow::{self, Action, Revision, WorkflowError};
 
@@ -445,6 +446,21 @@ fn searchable_texts(content: &EntryContent) -> impl Iterator<Item = String> + '_
         .chain(&content.tags)
         .chain(&content.crops)
         .map(|text| crate::text::normalise(text))
+}
+
+/// What an entry says about its subject, for the search's subject check.
+fn entry_mentions(content: &EntryContent) -> EntryMentions<'_> {
+    let mut texts = Vec::with_capacity(3 + content.alt_questions.len());
+    texts.push(content.question.as_str());
+    texts.extend(content.alt_questions.iter().map(String::as_str));
+    texts.push(content.answer.as_str());
+    texts.extend(content.short_answer.as_deref());
+    texts.extend(content.tags.iter().map(String::as_str));
+    texts.extend(content.crops.iter().map(String::as_str));
+    EntryMentions {
+        texts,
+        about_particular_objects: !content.crops.is_empty(),
+    }
 }
 
 /// Every character and every pair of neighbouring characters of the
@@ -1467,7 +1483,7 @@ impl KnowledgeBase {
                 weight: analyzer.word_weight(word),
             })
             .collect();
-        let mut ranked = rank_candidates(
+        let ranked = rank_candidates(
             &weighted,
             candidates(dense_hits, true),
             candidates(lexical_hits, false),
@@ -1479,20 +1495,21 @@ impl KnowledgeBase {
             self.answer_relevance(&ranked, vector),
             self.entries_for_search(&ids),
         )?;
-        for entry in &mut ranked {
-            if let Some(score) = answer_scores.get(&entry.entry_id) {
-                entry.features.answer_dense = *score;
-                entry.confidence = self.calibration.confidence(&entry.features);
-            }
-        }
+        // The features that need the entry itself complete the confidence.
+        let subjects = analyzer.subjects().in_question(&query.rewritten);
         let hits: Vec<SearchHit> = ranked
             .into_iter()
-            .filter_map(|ranked| {
+            .filter_map(|mut ranked| {
                 let entry = PublishedEntry::new(entries.remove(&ranked.entry_id)?)?;
+                if let Some(score) = answer_scores.get(&ranked.entry_id) {
+                    ranked.features.answer_dense = *score;
+                }
+                ranked.features.absent_subject =
+                    f32::from(subjects.unmet_by(&entry_mentions(&entry.content)));
                 Some(SearchHit {
+                    confidence: self.calibration.confidence(&ranked.features),
                     entry,
                     score: ranked.score,
-                    confidence: ranked.confidence,
                     features: ranked.features,
                     evidence: ranked.evidence,
                 })
@@ -1655,6 +1672,7 @@ impl KnowledgeBase {
                 matched_question: f32::from(candidate.kind == PhrasingKind::Question),
                 matched_answer: 0.0,
                 rival_entry_coverage: 0.0,
+                absent_subject: 0.0,
             },
             evidence: Evidence {
                 matched_text: candidate.text,

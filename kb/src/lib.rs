@@ -25,6 +25,7 @@ mod read_cache;
 pub mod region;
 pub mod retrieval;
 pub mod store;
+pub mod subjects;
 pub mod text;
 pub mod workflow;
 

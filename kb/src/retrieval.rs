@@ -47,7 +47,7 @@ pub struct Calibration {
     pub missing_slope: f32,
     /// Weight of [`Features::answer_dense`].
     pub answer_slope: f32,
-    /// Weight of [`Features::matched_question`]. This and the next two
+    /// Weight of [`Features::matched_question`]. This and the next three
     /// weights read as 0 when a calibration file lacks them: a file fitted
     /// before they existed keeps its own model rather than gaining the
     /// built-in weights of features it was not fitted with.
@@ -59,6 +59,9 @@ pub struct Calibration {
     /// Weight of [`Features::rival_entry_coverage`].
     #[serde(default)]
     pub rival_entry_coverage_slope: f32,
+    /// Weight of [`Features::absent_subject`].
+    #[serde(default)]
+    pub absent_subject_slope: f32,
     /// Confidence from which the top entry is answered directly.
     pub answer_threshold: f32,
     /// Confidence from which entries are offered as "did you mean".
@@ -73,17 +76,18 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -62.318,
-            dense_slope: 25.366,
-            margin_slope: 22.181,
-            coverage_slope: -5.021,
-            entry_coverage_slope: 3.809,
-            missing_slope: -1.128,
-            answer_slope: 45.635,
-            matched_question_slope: -0.71,
-            matched_answer_slope: 0.595,
-            rival_entry_coverage_slope: -1.541,
-            answer_threshold: 0.757,
+            bias: -60.768713,
+            dense_slope: 25.557297,
+            margin_slope: 21.434031,
+            coverage_slope: -4.415993,
+            entry_coverage_slope: 4.328621,
+            missing_slope: -0.27167,
+            answer_slope: 42.575624,
+            matched_question_slope: -0.58195,
+            matched_answer_slope: 0.382002,
+            rival_entry_coverage_slope: -1.416093,
+            absent_subject_slope: -3.316941,
+            answer_threshold: 0.61645,
             suggest_threshold: 0.3,
             max_hits: 10,
         }
@@ -102,7 +106,19 @@ impl Calibration {
         }
     }
 
+    /// How far below the answer threshold an entry that leaves the
+    /// question's subject unmet is held.
+    const UNMET_SUBJECT_MARGIN: f32 = 0.01;
+
     /// The confidence of an entry from its features.
+    ///
+    /// An entry that never mentions the crop, animal, pest or hazard the
+    /// question names ([`Features::absent_subject`]) is at most offered as
+    /// "你是想问", however close its wording: answering 高粱丝黑穗病 with the
+    /// maize entry would send a farmer to spray the wrong crop. Its
+    /// confidence is held just below the answer threshold, so every reader
+    /// of the confidence (the decision, the engine, the editors' view)
+    /// agrees.
     pub fn confidence(&self, features: &Features) -> f32 {
         let logit = self.bias
             + self.dense_slope * features.dense
@@ -113,8 +129,13 @@ impl Calibration {
             + self.answer_slope * features.answer_dense
             + self.matched_question_slope * features.matched_question
             + self.matched_answer_slope * features.matched_answer
-            + self.rival_entry_coverage_slope * features.rival_entry_coverage;
-        1.0 / (1.0 + (-logit).exp())
+            + self.rival_entry_coverage_slope * features.rival_entry_coverage
+            + self.absent_subject_slope * features.absent_subject;
+        let confidence = 1.0 / (1.0 + (-logit).exp());
+        if features.absent_subject > 0.0 {
+            return confidence.min(self.answer_threshold - Self::UNMET_SUBJECT_MARGIN);
+        }
+        confidence
     }
 }
 
@@ -148,6 +169,12 @@ pub struct Features {
     /// Entry coverage of the best other entry: when a rival covers the
     /// question as well, the lead is less telling.
     pub rival_entry_coverage: f32,
+    /// 1 when the question names a crop or animal of which the entry
+    /// mentions none, or a pest, disease or illness the entry never
+    /// mentions (高粱丝黑穗病 asked, the maize entry found; see
+    /// [`crate::subjects`]). Filled in by the caller, which reads the
+    /// entry; 0 until then.
+    pub absent_subject: f32,
 }
 
 /// One index point returned by a search.
@@ -441,6 +468,7 @@ pub fn rank_candidates(
                 matched_question: flag(PhrasingKind::Question),
                 matched_answer: flag(PhrasingKind::Answer),
                 rival_entry_coverage,
+                absent_subject: 0.0,
             };
             Ranked {
                 entry_id: best.candidate.entry_id,
@@ -557,9 +585,39 @@ mod tests {
         .expect("parse");
         assert_eq!(old.matched_question_slope, 0.0);
         assert_eq!(old.rival_entry_coverage_slope, 0.0);
+        assert_eq!(old.absent_subject_slope, 0.0);
         // Fields it does not name still come from the built-in calibration.
         assert_eq!(old.max_hits, Calibration::default().max_hits);
         assert_eq!(old.bias, -54.5);
+    }
+
+    #[test]
+    fn an_entry_that_misses_the_asked_subject_is_never_answered_directly() {
+        let calibration = Calibration::default();
+        let strong = Features {
+            dense: 0.98,
+            margin: 0.1,
+            coverage: 1.0,
+            entry_coverage: 1.0,
+            missing: 0.0,
+            answer_dense: 0.95,
+            matched_question: 0.0,
+            matched_answer: 0.0,
+            rival_entry_coverage: 0.2,
+            absent_subject: 0.0,
+        };
+        assert_eq!(
+            calibration.decide(calibration.confidence(&strong)),
+            Decision::Answer
+        );
+        let unmet = Features {
+            absent_subject: 1.0,
+            ..strong
+        };
+        assert_eq!(
+            calibration.decide(calibration.confidence(&unmet)),
+            Decision::Suggest
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use jieba_rs::Jieba;
 use pinyin::ToPinyin;
 use serde::Serialize;
 
+use crate::subjects::{Subject, SubjectLexicon};
+
 /// Normalises user or editor text: full-width ASCII and the ideographic space
 /// to half-width, traditional to simplified characters, ASCII lower-cased,
 /// decoration (emoji, symbols, control characters) removed, runs of the same
@@ -297,6 +299,7 @@ pub struct Analyzer {
     /// Toneless pinyin of a domain term → the term, for typo correction.
     pinyin_terms: HashMap<String, String>,
     terms: HashSet<String>,
+    subjects: SubjectLexicon,
     stopwords: HashSet<&'static str>,
 }
 
@@ -310,8 +313,12 @@ const DOMAIN_TERM_FREQUENCY: usize = 200_000;
 
 impl Analyzer {
     /// Builds an analyzer from domain terms (kept whole by the segmenter and
-    /// used for pinyin correction) and synonym pairs.
-    pub fn new(terms: impl IntoIterator<Item = String>, synonyms: Synonyms) -> Self {
+    /// used for pinyin correction), synonym pairs and the subject lexicon.
+    pub fn new(
+        terms: impl IntoIterator<Item = String>,
+        synonyms: Synonyms,
+        subjects: impl IntoIterator<Item = Subject>,
+    ) -> Self {
         let mut jieba = Jieba::new();
         let mut known = HashSet::new();
         let mut pinyin_terms = HashMap::new();
@@ -336,11 +343,13 @@ impl Analyzer {
                 jieba.add_word(variant, Some(DOMAIN_TERM_FREQUENCY), None);
             }
         }
+        let subjects = SubjectLexicon::new(subjects, &synonyms);
         Self {
             jieba,
             synonyms,
             pinyin_terms,
             terms: known,
+            subjects,
             stopwords: STOPWORDS.iter().copied().collect(),
         }
     }
@@ -353,6 +362,11 @@ impl Analyzer {
     /// The domain terms.
     pub fn terms(&self) -> impl Iterator<Item = &str> {
         self.terms.iter().map(String::as_str)
+    }
+
+    /// The subject lexicon (crops, animals, pests, illnesses).
+    pub fn subjects(&self) -> &SubjectLexicon {
+        &self.subjects
     }
 
     /// Whether `word` is a known domain term.
@@ -462,7 +476,9 @@ impl Analyzer {
                 let Some(key) = pinyin_key(&candidate) else {
                     continue;
                 };
-                if let Some(term) = self.pinyin_terms.get(&key) {
+                if let Some(term) = self.pinyin_terms.get(&key)
+                    && plausible_typo(window, term)
+                {
                     rewrites.push(Rewrite {
                         from: candidate,
                         to: term.clone(),
@@ -478,6 +494,22 @@ impl Analyzer {
         }
         out
     }
+}
+
+/// Whether `window` can be an input-method typo of `term` (same toneless
+/// pinyin already known). Two characters that both differ from a
+/// two-character term are more likely another word the segmenter does not
+/// know than a typo: 出芽 sounds like 雏鸭, and a seed question must not
+/// turn into a duckling one. One shared character (牙虫 for 蚜虫) or a
+/// longer window (到温病 for 稻瘟病) is read as a typo.
+fn plausible_typo(window: &[char], term: &str) -> bool {
+    if window.len() > 2 {
+        return true;
+    }
+    window
+        .iter()
+        .zip(term.chars())
+        .any(|(typed, meant)| *typed == meant)
 }
 
 /// Toneless pinyin of an all-Chinese string, syllables joined by spaces.
@@ -503,12 +535,14 @@ mod tests {
                 "草地贪夜蛾",
                 "安岳柠檬",
                 "近视",
+                "雏鸭",
             ]
             .map(String::from),
             Synonyms::new(
                 [("洋芋", "马铃薯"), ("红苕", "甘薯"), ("海椒", "辣椒")]
                     .map(|(a, b)| (a.into(), b.into())),
             ),
+            Vec::new(),
         )
     }
 
@@ -549,6 +583,8 @@ mod tests {
         assert_eq!(analyzer.analyze_query("稻瘟病").rewrites, vec![]);
         // 进食 sounds like the term 近视 but is a word of its own.
         assert_eq!(analyzer.analyze_query("孩子进食少").rewrites, vec![]);
+        // 出芽 sounds like the term 雏鸭 but shares no character with it.
+        assert_eq!(analyzer.analyze_query("种子能不能出芽").rewrites, vec![]);
     }
 
     #[test]

@@ -172,6 +172,37 @@ async fn farmer_questions_find_the_right_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_disease_on_another_crop_is_offered_not_answered() {
+    for TestStore { name, store, _dir } in stores() {
+        let kb = loaded(store).await;
+        // Tomato late blight: the closest entry is the potato one, which
+        // never mentions tomatoes.
+        let other_crop = kb
+            .search("番茄晚疫病怎么防治", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert_eq!(
+            top_key(&other_crop).as_deref(),
+            Some("t-potato-late-blight"),
+            "[{name}]"
+        );
+        assert_eq!(other_crop.hits[0].features.absent_subject, 1.0, "[{name}]");
+        assert_ne!(other_crop.decision, Decision::Answer, "[{name}]");
+        // The entry's own crop, in dialect, meets the check.
+        let own_crop = kb
+            .search("洋芋晚疫病打啥子药", &SearchFilter::default())
+            .await
+            .expect("search");
+        assert_eq!(
+            top_key(&own_crop).as_deref(),
+            Some("t-potato-late-blight"),
+            "[{name}]"
+        );
+        assert_eq!(own_crop.hits[0].features.absent_subject, 0.0, "[{name}]");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_match_ignores_punctuation_width_and_script() {
     for TestStore { name, store, _dir } in stores() {
         let kb = loaded(store).await;
