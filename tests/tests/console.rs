@@ -366,6 +366,10 @@ async fn hit_testing_explains_a_question_and_word_edits_apply_at_once() -> anyho
     );
     assert!(page.contains("晚疫病"), "the entry ranks: {page}");
     assert!(page.contains("语义分") && page.contains("关键词分"));
+    assert!(
+        page.contains("<dd id=\"subjects\">马铃薯</dd>"),
+        "what the subject check looks for: {page}"
+    );
     for channel in ["微信公众号", "企业微信", "Telegram", "网页"] {
         assert!(
             page.contains(&format!("<h3>{channel}")),

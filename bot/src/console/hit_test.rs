@@ -85,6 +85,13 @@ pub(super) async fn page(
         .hit_test(question)
         .await
         .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
+    // What the subject check looks for in each entry (kb::subjects).
+    let analyzer = console.engine.kb().analyzer();
+    let subjects: Vec<&str> = analyzer
+        .subjects()
+        .in_question(&test.query.rewritten)
+        .words()
+        .collect();
     let rewrites: Vec<serde_json::Value> = test
         .query
         .rewrites
@@ -127,6 +134,7 @@ pub(super) async fn page(
                 "exact": hit.evidence.exact,
                 "margin": format!("{:.3}", hit.features.margin),
                 "answer_dense": format!("{:.3}", hit.features.answer_dense),
+                "subject_unmet": hit.features.absent_subject > 0.0,
             })).collect::<Vec<_>>(),
         })
     });
@@ -156,6 +164,7 @@ pub(super) async fn page(
             "rewritten": test.query.rewritten,
             "rewrites": rewrites,
             "tokens": test.query.tokens,
+            "subjects": subjects,
             "refused_word": test.refused_word,
             "command": test.command,
             "route": route,
