@@ -78,7 +78,7 @@ impl Default for Calibration {
             coverage_weight: 0.15,
             bias: -60.768713,
             dense_slope: 25.557297,
-            margin_slope: 21.434031,
+            margin_slope: 21.43403,
             coverage_slope: -4.415993,
             entry_coverage_slope: 4.328621,
             missing_slope: -0.27167,
