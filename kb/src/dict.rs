@@ -1,7 +1,7 @@
 //! The dictionaries the analyzer is built from: dialect/synonym pairs,
-//! domain terms and the subject lexicon. Built-in copies ship in the binary (from `kb/dict/`); a
-//! deployment's editors keep their own in `<data dir>/dict/`, which wins
-//! when present.
+//! domain terms and the subject lexicon. Built-in copies ship in the binary
+//! (from `kb/dict/`); a deployment's editors keep their own in
+//! `<data dir>/dict/`, which wins when present.
 
 use std::path::Path;
 

@@ -112,8 +112,8 @@ impl Calibration {
 
     /// The confidence of an entry from its features.
     ///
-    /// An entry that never mentions the crop, animal, pest or hazard the
-    /// question names ([`Features::absent_subject`]) is at most offered as
+    /// An entry that never mentions the crop, animal, food, pest or hazard
+    /// the question names ([`Features::absent_subject`]) is at most offered as
     /// "你是想问", however close its wording: answering 高粱丝黑穗病 with the
     /// maize entry would send a farmer to spray the wrong crop. Its
     /// confidence is held just below the answer threshold, so every reader
@@ -169,8 +169,9 @@ pub struct Features {
     /// Entry coverage of the best other entry: when a rival covers the
     /// question as well, the lead is less telling.
     pub rival_entry_coverage: f32,
-    /// 1 when the question names a crop or animal of which the entry
-    /// mentions none, or a pest, disease or illness the entry never
+    /// 1 when the entry leaves the question's subject unmet: the question
+    /// names crops or animals of which the entry mentions none, foods it
+    /// mentions none of, or a pest, disease, illness or hazard it never
     /// mentions (高粱丝黑穗病 asked, the maize entry found; see
     /// [`crate::subjects`]). Filled in by the caller, which reads the
     /// entry; 0 until then.

@@ -1,13 +1,13 @@
-//! The subject lexicon: the crops, animals, pests, diseases, illnesses and
-//! hazards a question can be about (`kb/dict/entities.txt`).
+//! The subject lexicon: the crops, animals, foods, pests, diseases,
+//! illnesses and hazards a question can be about (`kb/dict/entities.txt`).
 //!
 //! Retrieval uses it for one check that the search scores cannot make. The
 //! dense and lexical searches find the entry whose wording is closest, and
 //! for a template question ("X丝黑穗病怎么防治") that is often the same
 //! disease on another crop: 高粱丝黑穗病 finds the maize entry. A question
-//! that names a crop or animal of which the entry mentions none, or a pest,
-//! illness or hazard the entry never mentions, is probably not answered by it,
-//! however close the wording.
+//! that names crops, animals or foods of which the entry mentions none, or
+//! a pest, illness or hazard the entry never mentions, is probably not
+//! answered by it, however close the wording.
 //!
 //! Matching is by substring on normalised text, not by segmenter tokens, so
 //! editing the lexicon changes no stored index text and needs no re-index.
