@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::subjects::SubjectLexicon;
-use crate::text::{Analyzer, Synonyms};
+use crate::text::{Analyzer, Synonyms, parse_dictionary_rows};
 
 /// The shipped synonym dictionary (`variant<TAB>standard`).
 pub const BUILTIN_SYNONYMS: &str = include_str!("../dict/synonyms.tsv");
@@ -39,11 +39,8 @@ pub enum DictError {
 
 /// Parses a term list: one term per line, `#` comments and blank lines ignored.
 pub fn parse_terms(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
+    let (terms, _) = parse_dictionary_rows(text, |line| Some(line.to_owned()));
+    terms
 }
 
 /// The texts of the three dictionary files.

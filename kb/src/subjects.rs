@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-use crate::text::{Synonyms, normalise};
+use crate::text::{Synonyms, normalise, parse_dictionary_rows};
 
 /// What kind of thing a subject word names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,27 +100,15 @@ impl SubjectLexicon {
     /// blank lines are ignored. Returns the subjects and the numbers of
     /// malformed lines (no tab, or an unknown kind).
     pub fn parse_tsv(text: &str) -> (Vec<Subject>, Vec<usize>) {
-        let mut subjects = Vec::new();
-        let mut bad_lines = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line.split_once('\t').and_then(|(word, label)| {
-                let word = word.trim();
-                let kind = SubjectKind::from_label(label.trim())?;
-                (!word.is_empty()).then(|| Subject {
-                    word: word.to_owned(),
-                    kind,
-                })
-            });
-            match parsed {
-                Some(subject) => subjects.push(subject),
-                None => bad_lines.push(index + 1),
-            }
-        }
-        (subjects, bad_lines)
+        parse_dictionary_rows(text, |line| {
+            let (word, label) = line.split_once('\t')?;
+            let word = word.trim();
+            let kind = SubjectKind::from_label(label.trim())?;
+            (!word.is_empty()).then(|| Subject {
+                word: word.to_owned(),
+                kind,
+            })
+        })
     }
 
     /// Builds the lexicon. Words are normalised like queries; a word listed

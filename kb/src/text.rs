@@ -209,6 +209,29 @@ pub struct AnalyzedQuery {
     pub tokens: Vec<String>,
 }
 
+/// Reads the rows of a dictionary file (`synonyms.tsv`, `terms.txt`,
+/// `entities.txt`): each line trimmed, blank lines and `#` comments skipped,
+/// the rest given to `parse_row`. Returns the rows it read and the 1-based
+/// numbers of the lines it could not.
+pub(crate) fn parse_dictionary_rows<T>(
+    text: &str,
+    parse_row: impl Fn(&str) -> Option<T>,
+) -> (Vec<T>, Vec<usize>) {
+    let mut rows = Vec::new();
+    let mut bad_lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_row(line) {
+            Some(row) => rows.push(row),
+            None => bad_lines.push(index + 1),
+        }
+    }
+    (rows, bad_lines)
+}
+
 /// Dialect words and synonyms, mapped to the standard term, applied by
 /// leftmost-longest match (so 红苕 is rewritten before 苕).
 pub struct Synonyms {
@@ -245,23 +268,12 @@ impl Synonyms {
     /// per line, `#` comments and blank lines ignored. Returns the pairs and the
     /// numbers of malformed lines.
     pub fn parse_tsv(text: &str) -> (Vec<(String, String)>, Vec<usize>) {
-        let mut pairs = Vec::new();
-        let mut bad_lines = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            match line.split_once('\t') {
-                Some((variant, standard))
-                    if !variant.trim().is_empty() && !standard.trim().is_empty() =>
-                {
-                    pairs.push((variant.trim().to_owned(), standard.trim().to_owned()));
-                }
-                _ => bad_lines.push(index + 1),
-            }
-        }
-        (pairs, bad_lines)
+        parse_dictionary_rows(text, |line| {
+            let (variant, standard) = line.split_once('\t')?;
+            let (variant, standard) = (variant.trim(), standard.trim());
+            (!variant.is_empty() && !standard.is_empty())
+                .then(|| (variant.to_owned(), standard.to_owned()))
+        })
     }
 
     /// The pairs, sorted by variant.
