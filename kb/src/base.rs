@@ -457,9 +457,13 @@ fn entry_mentions(content: &EntryContent) -> EntryMentions<'_> {
     texts.extend(content.short_answer.as_deref());
     texts.extend(content.tags.iter().map(String::as_str));
     texts.extend(content.crops.iter().map(String::as_str));
+    let mut topics = Vec::with_capacity(1 + content.tags.len());
+    topics.push(content.question.as_str());
+    topics.extend(content.tags.iter().map(String::as_str));
     EntryMentions {
         texts,
-        about_particular_objects: !content.crops.is_empty(),
+        topics,
+        has_crops: !content.crops.is_empty(),
     }
 }
 

@@ -92,7 +92,12 @@ pub struct SubjectLexicon {
     /// and the synonym dictionary's variants of it (an answer may say 洋芋
     /// where the question was rewritten to 马铃薯).
     spellings: Vec<Vec<String>>,
+    /// Finds subject words in rewritten questions.
     matcher: Option<AhoCorasick>,
+    /// Finds any spelling in an entry's own texts, which are not rewritten;
+    /// pattern `i` spells subject `spelling_subject[i]`.
+    spelling_matcher: Option<AhoCorasick>,
+    spelling_subject: Vec<usize>,
 }
 
 impl SubjectLexicon {
@@ -132,7 +137,7 @@ impl SubjectLexicon {
                 kind: subject.kind,
             });
         }
-        let spellings = kept
+        let spellings: Vec<Vec<String>> = kept
             .iter()
             .map(|subject| {
                 let mut spellings = vec![subject.word.clone()];
@@ -145,19 +150,31 @@ impl SubjectLexicon {
                 spellings
             })
             .collect();
-        let matcher = if kept.is_empty() {
-            None
-        } else {
-            AhoCorasickBuilder::new()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(kept.iter().map(|subject| subject.word.as_str()))
-                .ok()
-        };
+        let matcher = leftmost_longest(kept.iter().map(|subject| subject.word.as_str()));
+        let (spelling_subject, all_spellings): (Vec<usize>, Vec<&str>) = spellings
+            .iter()
+            .enumerate()
+            .flat_map(|(index, spelled)| spelled.iter().map(move |s| (index, s.as_str())))
+            .unzip();
+        let spelling_matcher = leftmost_longest(all_spellings);
         Self {
             subjects: kept,
             spellings,
             matcher,
+            spelling_matcher,
+            spelling_subject,
         }
+    }
+
+    /// Whether `text`, in any spelling, names a subject of `group`.
+    fn names_any_of(&self, text: &str, group: SubjectGroup) -> bool {
+        let Some(matcher) = &self.spelling_matcher else {
+            return false;
+        };
+        matcher.find_iter(text).any(|found| {
+            let subject = self.spelling_subject[found.pattern().as_usize()];
+            self.subjects[subject].kind.group() == group
+        })
     }
 
     /// The subjects, in the order they were listed.
@@ -184,6 +201,19 @@ impl SubjectLexicon {
     }
 }
 
+/// An automaton finding `patterns` leftmost-longest (so 玉米螟 is found as
+/// a pest, not as the crop 玉米); none for no patterns.
+fn leftmost_longest<'p>(patterns: impl IntoIterator<Item = &'p str>) -> Option<AhoCorasick> {
+    let patterns: Vec<&str> = patterns.into_iter().collect();
+    if patterns.is_empty() {
+        return None;
+    }
+    AhoCorasickBuilder::new()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(patterns)
+        .ok()
+}
+
 /// The subject words one question names.
 #[derive(Debug, Clone)]
 pub struct QuestionSubjects<'l> {
@@ -202,7 +232,8 @@ impl<'l> QuestionSubjects<'l> {
     }
 
     /// Whether `entry` leaves the question's subject unmet: the question
-    /// names crops or animals and the entry, being about particular ones,
+    /// names crops or animals and the entry, being about particular ones
+    /// (it lists crops, or its question or tags name a crop or animal),
     /// mentions none of them; or it names foods and the entry mentions
     /// none of them; or it names a pest, disease, illness or hazard the
     /// entry never mentions.
@@ -225,7 +256,12 @@ impl<'l> QuestionSubjects<'l> {
             let mut named = in_group(group).peekable();
             named.peek().is_some() && !named.any(mentioned)
         };
-        (entry.about_particular_objects && none_met(SubjectGroup::Farmed))
+        let about_particular_objects = entry.has_crops
+            || entry
+                .topics
+                .iter()
+                .any(|topic| self.lexicon.names_any_of(topic, SubjectGroup::Farmed));
+        (about_particular_objects && none_met(SubjectGroup::Farmed))
             || none_met(SubjectGroup::Eaten)
             || in_group(SubjectGroup::Problem).any(|index| !mentioned(index))
     }
@@ -237,10 +273,14 @@ pub struct EntryMentions<'e> {
     /// Every text of the entry that can name what it is about: question,
     /// phrasings, answer, short answer, tags and crops.
     pub texts: Vec<&'e str>,
-    /// Whether the entry is about particular crops or animals (its `crops`
-    /// field is not empty). An entry for every crop (农田被洪水淹了怎么补救)
-    /// fits whichever crop a question names.
-    pub about_particular_objects: bool,
+    /// The texts that say what the entry is about: its question and tags.
+    /// An entry whose topics name a crop or animal (鸡新城疫怎么预防) is
+    /// about that one, not about pigeons.
+    pub topics: Vec<&'e str>,
+    /// Whether the entry lists crops it is about. An entry with none, and
+    /// no crop or animal in its topics (农田被洪水淹了怎么补救), fits
+    /// whichever crop a question names.
+    pub has_crops: bool,
 }
 
 #[cfg(test)]
@@ -250,7 +290,8 @@ mod tests {
     fn lexicon() -> SubjectLexicon {
         let (subjects, bad_lines) = SubjectLexicon::parse_tsv(
             "# 注释\n玉米\t作物\n高粱\t作物\n马铃薯\t作物\n猪\t动物\n甘薯\t作物\n\
-             丝黑穗病\t病虫害\n玉米螟\t病虫害\n白绢病\t病虫害\n",
+             鸡\t动物\n鸽子\t动物\n丝黑穗病\t病虫害\n玉米螟\t病虫害\n白绢病\t病虫害\n\
+             新城疫\t病虫害\n",
         );
         assert!(bad_lines.is_empty());
         SubjectLexicon::new(
@@ -282,11 +323,15 @@ mod tests {
         let lexicon = lexicon();
         let about = |texts: &[&'static str]| EntryMentions {
             texts: texts.to_vec(),
-            about_particular_objects: true,
+            topics: texts[..1].to_vec(),
+            has_crops: true,
         };
-        let for_every_crop = |texts: &[&'static str]| EntryMentions {
+        // No crops listed: what the entry is about is read from its
+        // question (its first text).
+        let no_crops = |texts: &[&'static str]| EntryMentions {
             texts: texts.to_vec(),
-            about_particular_objects: false,
+            topics: texts[..1].to_vec(),
+            has_crops: false,
         };
         // Data-driven: (question as rewritten, entry, unmet?).
         let cases: Vec<(&str, EntryMentions, bool)> = vec![
@@ -310,11 +355,18 @@ mod tests {
             // An entry for every crop fits any crop...
             (
                 "玉米被淹了怎么补救",
-                for_every_crop(&["农田被淹了怎么补救"]),
+                no_crops(&["农田被淹了怎么补救"]),
                 false,
             ),
             // ...but not a disease it never mentions.
-            ("玉米白绢病", for_every_crop(&["农田被淹了怎么补救"]), true),
+            ("玉米白绢病", no_crops(&["农田被淹了怎么补救"]), true),
+            // An entry whose question names an animal is about that
+            // animal, crops listed or not.
+            ("鸽子新城疫怎么治", no_crops(&["鸡新城疫怎么预防"]), true),
+            ("鸡新城疫怎么治", no_crops(&["鸡新城疫怎么预防"]), false),
+            // Topics are read in their dialect spellings too.
+            ("高粱丝黑穗病", no_crops(&["洋芋丝黑穗病", "高粱"]), false),
+            ("玉米丝黑穗病", no_crops(&["洋芋丝黑穗病"]), true),
             ("马铃薯白绢病", about(&["马铃薯晚疫病", "马铃薯"]), true),
             // The entry says 洋芋 where the question was rewritten.
             ("马铃薯丝黑穗病", about(&["洋芋也会得丝黑穗病"]), false),
