@@ -91,6 +91,7 @@ fn spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["list"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }

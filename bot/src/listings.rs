@@ -39,6 +39,7 @@ fn by_user_collection(name: &str) -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["user"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }

@@ -148,6 +148,7 @@ fn subscribers_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["state", "channel", "city", "county", "crops"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }
@@ -159,6 +160,7 @@ fn broadcasts_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["status", "entry_id"],
+        lookup_fields: Vec::new(),
         integer_fields: vec!["at"],
         datetime_fields: Vec::new(),
     }

@@ -132,6 +132,7 @@ fn spec() -> CollectionSpec {
             "entry_ids",
             "feedback",
         ],
+        lookup_fields: Vec::new(),
         integer_fields: vec!["at"],
         datetime_fields: Vec::new(),
     }
@@ -143,6 +144,7 @@ fn summaries_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["kind", "day"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }

@@ -340,6 +340,7 @@ pub async fn restore_backup<R: BufRead + Send + 'static>(
                 dense_dim: collection.dense_dim,
                 lexical: collection.lexical,
                 keyword_fields: Vec::new(),
+                lookup_fields: Vec::new(),
                 integer_fields: Vec::new(),
                 datetime_fields: Vec::new(),
             })

@@ -312,11 +312,11 @@ fn entries_spec() -> CollectionSpec {
             "category",
             "crops",
             "regions",
-            "external_key",
             "author",
             SEARCH_TERMS,
             TERMS_VERSION,
         ],
+        lookup_fields: vec!["external_key"],
         integer_fields: Vec::new(),
         datetime_fields: vec!["updated_at", "review_by"],
     }
@@ -328,6 +328,7 @@ fn revisions_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["entry_id"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }
@@ -339,6 +340,7 @@ fn journal_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: Vec::new(),
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }
@@ -349,15 +351,8 @@ fn index_spec(name: String, dim: usize) -> CollectionSpec {
         name,
         dense_dim: Some(dim),
         lexical: true,
-        keyword_fields: vec![
-            "entry_id",
-            "status",
-            "category",
-            "crops",
-            "regions",
-            "canonical",
-            "kind",
-        ],
+        keyword_fields: vec!["status", "category", "crops", "regions", "kind"],
+        lookup_fields: vec!["entry_id", "canonical"],
         integer_fields: vec!["months"],
         datetime_fields: Vec::new(),
     }

@@ -608,6 +608,7 @@ fn demands_spec(dimension: usize) -> CollectionSpec {
             "filer_user",
             "external_key",
         ],
+        lookup_fields: Vec::new(),
         integer_fields: vec!["year"],
         datetime_fields: Vec::new(),
     }
@@ -619,6 +620,7 @@ fn capabilities_spec(dimension: usize) -> CollectionSpec {
         dense_dim: Some(dimension),
         lexical: false,
         keyword_fields: vec!["number", "fields", "region", "external_key"],
+        lookup_fields: Vec::new(),
         integer_fields: vec!["year"],
         datetime_fields: Vec::new(),
     }

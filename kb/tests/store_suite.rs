@@ -21,6 +21,7 @@ fn spec(name: &str) -> CollectionSpec {
         dense_dim: Some(4),
         lexical: true,
         keyword_fields: vec!["colour", "tags"],
+        lookup_fields: Vec::new(),
         integer_fields: vec!["months", "rank"],
         datetime_fields: vec!["changed", "due"],
     }
@@ -314,6 +315,7 @@ async fn suite(store: Arc<dyn PointStore>) {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["key"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     };

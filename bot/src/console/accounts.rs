@@ -179,6 +179,7 @@ impl AccountStore {
                 dense_dim: None,
                 lexical: false,
                 keyword_fields: vec!["username"],
+                lookup_fields: Vec::new(),
                 integer_fields: Vec::new(),
                 datetime_fields: Vec::new(),
             })

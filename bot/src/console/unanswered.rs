@@ -60,6 +60,7 @@ fn links_spec() -> CollectionSpec {
         dense_dim: None,
         lexical: false,
         keyword_fields: vec!["entry_id", "status", "group"],
+        lookup_fields: Vec::new(),
         integer_fields: Vec::new(),
         datetime_fields: Vec::new(),
     }

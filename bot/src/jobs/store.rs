@@ -57,6 +57,7 @@ impl StoreJobQueue {
                 dense_dim: None,
                 lexical: false,
                 keyword_fields: vec!["state"],
+                lookup_fields: Vec::new(),
                 integer_fields: Vec::new(),
                 datetime_fields: vec!["due_at"],
             })

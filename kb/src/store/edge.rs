@@ -24,8 +24,8 @@ use parking_lot::{Mutex, RwLock};
 use qdrant_edge::{
     CountRequest, CreateIndex, DateTimeWrapper, Direction, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
-    JsonPath, Match, Modifier, NamedQuery, OrderBy, OrderByInterface, PayloadFieldSchema,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
+    JsonPath, KeywordIndexParams, Match, Modifier, NamedQuery, OrderBy, OrderByInterface, PayloadFieldSchema,
+    PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
     QueryRequest, Range, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, Vector,
     VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
@@ -335,12 +335,25 @@ fn create_indexes(shard: &EdgeShard, spec: &CollectionSpec) -> Result<(), StoreE
                 .iter()
                 .map(|f| (*f, PayloadSchemaType::Datetime)),
         );
+    let lookups = spec.lookup_fields.iter().map(|f| {
+        (
+            *f,
+            PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
+                on_disk: Some(true),
+                enable_hnsw: Some(false),
+                ..KeywordIndexParams::default()
+            })),
+        )
+    });
+    let fields = fields
+        .map(|(field, schema)| (field, PayloadFieldSchema::FieldType(schema)))
+        .chain(lookups);
     for (field, schema) in fields {
         shard
             .update(UpdateOperation::FieldIndexOperation(
                 FieldIndexOperations::CreateIndex(CreateIndex {
                     field_name: json_path(field)?,
-                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                    field_schema: Some(schema),
                 }),
             ))
             .map_err(storage_error(&spec.name))?;

@@ -38,6 +38,13 @@ pub struct CollectionSpec {
     pub lexical: bool,
     /// Payload fields that get a keyword index.
     pub keyword_fields: Vec<&'static str>,
+    /// Keyword fields with about one value per point or per entry (ids,
+    /// exact texts), which filters only ever look up by value. Their
+    /// indexes stay on disk (memory-mapped) instead of being read into
+    /// memory when the store opens, where hundreds of thousands of distinct
+    /// values made most of the opening time of a large store, and get no
+    /// filter-specific HNSW links (no value has enough points for one).
+    pub lookup_fields: Vec<&'static str>,
     /// Payload fields that get an integer index.
     pub integer_fields: Vec<&'static str>,
     /// Payload fields that get a datetime index (RFC 3339 times or

@@ -12,6 +12,7 @@ use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, GetPointsBuilder,
+    KeywordIndexParamsBuilder,
     Modifier, NamedVectors, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
     ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
@@ -237,6 +238,22 @@ impl PointStore for ServerStore {
             self.client
                 .create_field_index(
                     CreateFieldIndexCollectionBuilder::new(&name, field, field_type).wait(true),
+                )
+                .await
+                .map_err(server_error)?;
+        }
+        for field in &spec.lookup_fields {
+            // `on_disk` rather than its successor `memory`: servers before
+            // 1.19 know only `on_disk`, and newer ones still read it.
+            #[allow(deprecated)]
+            let params = KeywordIndexParamsBuilder::default()
+                .on_disk(true)
+                .enable_hnsw(false);
+            self.client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(&name, *field, FieldType::Keyword)
+                        .field_index_params(params)
+                        .wait(true),
                 )
                 .await
                 .map_err(server_error)?;
