@@ -24,10 +24,11 @@ use parking_lot::{Mutex, RwLock};
 use qdrant_edge::{
     CountRequest, CreateIndex, DateTimeWrapper, Direction, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
-    JsonPath, KeywordIndexParams, Match, Modifier, NamedQuery, OrderBy, OrderByInterface, PayloadFieldSchema,
-    PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
-    QueryRequest, Range, ScoringQuery, ScrollRequest, SearchParams, UpdateOperation, Vector,
-    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    JsonPath, KeywordIndexParams, Match, Modifier, NamedQuery, OrderBy, OrderByInterface,
+    PayloadFieldSchema, PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, QueryEnum, QueryRequest, Range, ScoringQuery, ScrollRequest,
+    SearchParams, UpdateOperation, Vector, VectorInternal, VectorStructInternal, Vectors,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;

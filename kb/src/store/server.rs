@@ -12,9 +12,8 @@ use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, GetPointsBuilder,
-    KeywordIndexParamsBuilder,
-    Modifier, NamedVectors, PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder,
-    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    KeywordIndexParamsBuilder, Modifier, NamedVectors, PointId, PointStruct, PointsIdsList, Query,
+    QueryPointsBuilder, ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
     VectorsConfigBuilder, point_id::PointIdOptions,
 };
