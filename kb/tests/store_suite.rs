@@ -343,6 +343,8 @@ async fn suite(store: Arc<dyn PointStore>) {
         1
     );
 
+    lookup_fields_find_their_values(store.as_ref(), 40, 4).await;
+
     // Aliases switch between collections.
     store
         .ensure_collection(&spec("suite_v2"))
@@ -393,6 +395,111 @@ async fn suite(store: Arc<dyn PointStore>) {
     );
 }
 
+/// A collection whose `key` is first an ordinary keyword field and then,
+/// as after an upgrade, a lookup field (its index rebuilt on disk).
+fn lookup_spec(as_lookup: bool, dim: usize) -> CollectionSpec {
+    let (keyword_fields, lookup_fields) = if as_lookup {
+        (vec!["colour"], vec!["key"])
+    } else {
+        (vec!["colour", "key"], Vec::new())
+    };
+    CollectionSpec {
+        name: "suite_lookup".into(),
+        dense_dim: Some(dim),
+        lexical: false,
+        keyword_fields,
+        lookup_fields,
+        integer_fields: Vec::new(),
+        datetime_fields: Vec::new(),
+    }
+}
+
+/// Finds points by their lookup field, one value and several, beside an
+/// ordinary keyword condition.
+async fn assert_lookups(store: &dyn PointStore, dim: usize, stage: &str) {
+    let collection = "suite_lookup";
+    let one = store
+        .scroll(
+            collection,
+            Filter::must(Condition::keyword("key", "k7")),
+            None,
+            10,
+        )
+        .await
+        .expect("lookup");
+    assert_eq!(
+        one.0.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(107)],
+        "{stage}: one value"
+    );
+    let some = store
+        .count(
+            collection,
+            Filter::must(Condition::KeywordIn {
+                field: "key",
+                values: vec!["k1".into(), "k2".into(), "k3".into(), "missing".into()],
+            })
+            .and(Condition::keyword("colour", "red")),
+        )
+        .await
+        .expect("count");
+    // k1 and k3 are red, k2 is blue.
+    assert_eq!(some, 2, "{stage}: several values with another condition");
+    let hits = store
+        .search(SearchRequest {
+            collection: collection.into(),
+            query: QueryVector::Dense(unit(dim, 0.0)),
+            filter: Filter::must(Condition::keyword("key", "k20")),
+            limit: 5,
+            exactness: Exactness::Indexed,
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        vec![Uuid::from_u128(120)],
+        "{stage}: a search filtered by a lookup value"
+    );
+}
+
+/// A vector of `dim` dimensions leaning towards the first axis by `tilt`.
+fn unit(dim: usize, tilt: f32) -> Vec<f32> {
+    let mut vector = vec![0.0; dim];
+    vector[0] = 1.0;
+    vector[1] = tilt;
+    vector
+}
+
+/// Writes `count` points of `dim` dimensions with `key` an ordinary keyword
+/// field, checks lookups, makes `key` a lookup field, checks again, then
+/// optimises and checks once more.
+async fn lookup_fields_find_their_values(store: &dyn PointStore, count: u128, dim: usize) {
+    store
+        .ensure_collection(&lookup_spec(false, dim))
+        .await
+        .expect("create");
+    let points = (0..count)
+        .map(|n| NewPoint {
+            id: Uuid::from_u128(100 + n),
+            dense: Some(unit(dim, n as f32 / count as f32)),
+            lexical: None,
+            payload: payload(json!({
+                "key": format!("k{n}"),
+                "colour": if n % 2 == 0 { "blue" } else { "red" },
+            })),
+        })
+        .collect();
+    store.upsert("suite_lookup", points).await.expect("upsert");
+    assert_lookups(store, dim, "keyword index").await;
+    store
+        .ensure_collection(&lookup_spec(true, dim))
+        .await
+        .expect("the same field as a lookup field");
+    assert_lookups(store, dim, "lookup index").await;
+    store.optimize("suite_lookup").await.expect("optimize");
+    assert_lookups(store, dim, "lookup index, optimised").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_passes_the_suite() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -415,7 +522,7 @@ async fn server_store_passes_the_suite() {
         .expect("connect"),
     );
     suite(store.clone()).await;
-    for name in ["suite_v2", "suite_records"] {
+    for name in ["suite_v2", "suite_records", "suite_lookup"] {
         let _ = store.drop_collection(name).await;
     }
 }
@@ -454,6 +561,36 @@ async fn embedded_store_survives_reopen_and_refuses_a_second_opener() {
         .expect("get");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload["colour"], json!("red"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_lookup_fields_work_in_an_optimised_segment_and_after_reopen() {
+    // Enough vectors (7,000 × 384 floats, over qdrant-edge's 10 MB indexing
+    // threshold) for optimising to build an immutable segment, where a
+    // lookup index is the on-disk kind; small collections stay appendable.
+    const COUNT: u128 = 7_000;
+    const DIM: usize = 384;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = EdgeStore::open(dir.path()).expect("open");
+        lookup_fields_find_their_values(&store, COUNT, DIM).await;
+    }
+    let segments = dir.path().join("collections/suite_lookup/segments");
+    let indexed = std::fs::read_dir(&segments)
+        .expect("segments")
+        .filter_map(Result::ok)
+        .filter_map(|segment| std::fs::read_to_string(segment.path().join("segment.json")).ok())
+        .any(|config| config.contains("\"hnsw\""));
+    assert!(indexed, "optimising built no indexed segment to test");
+
+    let store = EdgeStore::open(dir.path()).expect("reopen");
+    // Opening a collection ensures its spec again, as the knowledge base
+    // does on every start.
+    store
+        .ensure_collection(&lookup_spec(true, DIM))
+        .await
+        .expect("ensure");
+    assert_lookups(&store, DIM, "after reopen").await;
 }
 
 const CHILD_DIR: &str = "WENKE_TEST_CRASH_CHILD_DIR";
