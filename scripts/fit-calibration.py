@@ -67,13 +67,19 @@ def main():
         y.append(1.0 if row["expected"] is not None and top["key"] == row["expected"] else 0.0)
         null.append(row["expected"] is None)
     x, y, null = np.array(x), np.array(y), np.array(null)
-    w, b = fit(x, y)
+    # An entry moved above others because they miss the asked subject
+    # (`Features::promoted`) is never answered and sits where the model
+    # never scores a top entry: such rows are left out of the fit.
+    promoted = np.array([row["hits"][0].get("promoted", 0.0) > 0 for row in rows
+                         if row["hits"] and not row["hits"][0]["exact"]], dtype=bool)
+    w, b = fit(x[~promoted], y[~promoted])
     logits = x @ w + b
     conf = 1 / (1 + np.exp(-logits))
     # `kb::Calibration::confidence` holds an entry that misses the asked
-    # subject below the answer threshold: it is never answered, whatever
-    # the threshold, so it does not take part in choosing one.
-    unmet = x[:, FEATURES.index("absent_subject")] > 0
+    # subject, or one promoted over such entries, below the answer
+    # threshold: it is never answered, whatever the threshold, so it does
+    # not take part in choosing one.
+    unmet = (x[:, FEATURES.index("absent_subject")] > 0) | promoted
     conf = np.where(unmet, 0.0, conf)
 
     # Lowest threshold meeting the abstain target on no-answer questions.

@@ -644,6 +644,7 @@ pub async fn eval(
                         "matched_answer": h.features.matched_answer,
                         "rival_entry_coverage": h.features.rival_entry_coverage,
                         "absent_subject": h.features.absent_subject,
+                        "promoted": h.features.promoted,
                         "exact": h.evidence.exact,
                         "kind": h.evidence.matched_kind,
                     })

@@ -1496,7 +1496,7 @@ impl KnowledgeBase {
         )?;
         // The features that need the entry itself complete the confidence.
         let subjects = analyzer.subjects().in_question(&query.rewritten);
-        let hits: Vec<SearchHit> = ranked
+        let mut hits: Vec<SearchHit> = ranked
             .into_iter()
             .filter_map(|mut ranked| {
                 let entry = PublishedEntry::new(entries.remove(&ranked.entry_id)?)?;
@@ -1514,6 +1514,7 @@ impl KnowledgeBase {
                 })
             })
             .collect();
+        self.put_subject_first(&mut hits);
         let decision = self
             .calibration
             .decide(hits.first().map_or(0.0, |h| h.confidence));
@@ -1522,6 +1523,22 @@ impl KnowledgeBase {
             hits,
             decision,
         })
+    }
+
+    /// Moves the entries that meet the question's subject above those that
+    /// leave it unmet, keeping the order within each group, and marks the
+    /// ones that passed an unmet entry as promoted (offered, never
+    /// answered: see [`Features::promoted`]).
+    fn put_subject_first(&self, hits: &mut [SearchHit]) {
+        let unmet = |hit: &SearchHit| hit.features.absent_subject > 0.0;
+        let Some(first_unmet) = hits.iter().position(unmet) else {
+            return;
+        };
+        for hit in hits[first_unmet..].iter_mut().filter(|hit| !unmet(hit)) {
+            hit.features.promoted = 1.0;
+            hit.confidence = self.calibration.confidence(&hit.features);
+        }
+        hits.sort_by_key(unmet);
     }
 
     /// The index point whose phrasing equals the question after
@@ -1672,6 +1689,7 @@ impl KnowledgeBase {
                 matched_answer: 0.0,
                 rival_entry_coverage: 0.0,
                 absent_subject: 0.0,
+                promoted: 0.0,
             },
             evidence: Evidence {
                 matched_text: candidate.text,

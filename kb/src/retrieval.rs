@@ -76,19 +76,19 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             coverage_weight: 0.15,
-            bias: -59.3853,
-            dense_slope: 23.496029,
-            margin_slope: 21.608714,
-            coverage_slope: -4.275392,
-            entry_coverage_slope: 4.441448,
-            missing_slope: -0.079127,
-            answer_slope: 42.949093,
-            matched_question_slope: -0.630177,
-            matched_answer_slope: 0.181498,
-            rival_entry_coverage_slope: -1.318202,
-            absent_subject_slope: -3.474258,
-            answer_threshold: 0.593605,
-            suggest_threshold: 0.297,
+            bias: -59.614357,
+            dense_slope: 23.339335,
+            margin_slope: 21.695452,
+            coverage_slope: -4.345736,
+            entry_coverage_slope: 4.510219,
+            missing_slope: -0.048046,
+            answer_slope: 43.351036,
+            matched_question_slope: -0.653911,
+            matched_answer_slope: 0.16001,
+            rival_entry_coverage_slope: -1.300384,
+            absent_subject_slope: -3.470354,
+            answer_threshold: 0.592614,
+            suggest_threshold: 0.296,
             max_hits: 10,
         }
     }
@@ -118,7 +118,7 @@ impl Calibration {
     /// maize entry would send a farmer to spray the wrong crop. Its
     /// confidence is held just below the answer threshold, so every reader
     /// of the confidence (the decision, the engine, the editors' view)
-    /// agrees.
+    /// agrees. So is an entry [`Features::promoted`] over such entries.
     pub fn confidence(&self, features: &Features) -> f32 {
         let logit = self.bias
             + self.dense_slope * features.dense
@@ -132,7 +132,7 @@ impl Calibration {
             + self.rival_entry_coverage_slope * features.rival_entry_coverage
             + self.absent_subject_slope * features.absent_subject;
         let confidence = 1.0 / (1.0 + (-logit).exp());
-        if features.absent_subject > 0.0 {
+        if features.absent_subject > 0.0 || features.promoted > 0.0 {
             return confidence.min(self.answer_threshold - Self::UNMET_SUBJECT_MARGIN);
         }
         confidence
@@ -176,6 +176,13 @@ pub struct Features {
     /// [`crate::subjects`]). Filled in by the caller, which reads the
     /// entry; 0 until then.
     pub absent_subject: f32,
+    /// 1 when the entry was moved above entries the search scored higher
+    /// because those leave the question's subject unmet (地震 + 在田里
+    /// ranks the flood entry first, the outdoor earthquake entry is moved
+    /// up). Such an entry leads the "你是想问" list but, like the ones it
+    /// passed, is never answered directly: the model was not fitted on
+    /// entries in that place. Not weighted; set by the caller.
+    pub promoted: f32,
 }
 
 /// One index point returned by a search.
@@ -470,6 +477,7 @@ pub fn rank_candidates(
                 matched_answer: flag(PhrasingKind::Answer),
                 rival_entry_coverage,
                 absent_subject: 0.0,
+                promoted: 0.0,
             };
             Ranked {
                 entry_id: best.candidate.entry_id,
@@ -606,6 +614,7 @@ mod tests {
             matched_answer: 0.0,
             rival_entry_coverage: 0.2,
             absent_subject: 0.0,
+            promoted: 0.0,
         };
         assert_eq!(
             calibration.decide(calibration.confidence(&strong)),
@@ -617,6 +626,14 @@ mod tests {
         };
         assert_eq!(
             calibration.decide(calibration.confidence(&unmet)),
+            Decision::Suggest
+        );
+        let promoted = Features {
+            promoted: 1.0,
+            ..strong
+        };
+        assert_eq!(
+            calibration.decide(calibration.confidence(&promoted)),
             Decision::Suggest
         );
     }
