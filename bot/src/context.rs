@@ -226,6 +226,13 @@ pub fn resolve(text: &str, topic: Option<&Topic>, vocabulary: &Vocabulary) -> Re
         (false, false) => standalone,
         // A new crop, nothing else: the same question about another crop.
         (false, true) if leaning || short => {
+            // After a topic without crops (中暑了怎么急救), a message that
+            // names a crop and says something of its own (洋芋叶子发黑咋个办)
+            // asks something new; only "那洋芋呢" carries the topic over.
+            let says_more = !without_words(rest, &crops).trim().is_empty();
+            if topic.crops.is_empty() && !leaning && says_more {
+                return standalone;
+            }
             let previous_crop = topic
                 .crops
                 .iter()
@@ -347,6 +354,15 @@ mod tests {
             ("那甘薯呢", Some(&blight), "甘薯咋个防", true),
             ("那二化螟呢", Some(&rice), "水稻 二化螟", true),
             ("那在田里呢", Some(&quake), "地震 在田里", true),
+            // After a topic without crops, a crop with words of its own
+            // is a new question; the crop alone still carries the topic.
+            (
+                "马铃薯叶子发黑怎么办",
+                Some(&quake),
+                "马铃薯叶子发黑怎么办",
+                false,
+            ),
+            ("那马铃薯呢", Some(&quake), "地震 马铃薯", true),
             (
                 "玉米草地贪夜蛾怎么防",
                 Some(&potato),
