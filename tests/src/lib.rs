@@ -68,6 +68,11 @@ pub async fn engine_with(dir: &Path, fixture: &str) -> anyhow::Result<Arc<Engine
         "fixture errors: {:?}",
         report.errors
     );
+    // What the engine derives from published entries (the crops and
+    // subjects follow-ups are read with) is refreshed as a server does it
+    // periodically; without this the entries just imported would be
+    // unknown to it.
+    engine.reload().await?;
     Ok(engine)
 }
 
