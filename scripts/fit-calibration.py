@@ -58,7 +58,7 @@ def main():
     args = parser.parse_args()
 
     rows = load(args.dumps)
-    x, y, null = [], [], []
+    x, y, null, promoted = [], [], [], []
     for row in rows:
         if not row["hits"] or row["hits"][0]["exact"]:
             continue
@@ -66,12 +66,12 @@ def main():
         x.append([top[f] for f in FEATURES])
         y.append(1.0 if row["expected"] is not None and top["key"] == row["expected"] else 0.0)
         null.append(row["expected"] is None)
+        promoted.append(top.get("promoted", 0.0) > 0)
     x, y, null = np.array(x), np.array(y), np.array(null)
     # An entry moved above others because they miss the asked subject
     # (`Features::promoted`) is never answered and sits where the model
     # never scores a top entry: such rows are left out of the fit.
-    promoted = np.array([row["hits"][0].get("promoted", 0.0) > 0 for row in rows
-                         if row["hits"] and not row["hits"][0]["exact"]], dtype=bool)
+    promoted = np.array(promoted, dtype=bool)
     w, b = fit(x[~promoted], y[~promoted])
     logits = x @ w + b
     conf = 1 / (1 + np.exp(-logits))
