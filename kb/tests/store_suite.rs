@@ -591,6 +591,49 @@ async fn embedded_lookup_fields_work_in_an_optimised_segment_and_after_reopen() 
         .await
         .expect("ensure");
     assert_lookups(&store, DIM, "after reopen").await;
+    approximate_search_scores_are_exact(&store, &segments, COUNT, DIM).await;
+}
+
+/// An approximate search over an optimised segment walks the int8 copy of
+/// the vectors but returns scores rescored with the full vectors: each
+/// equals the exact cosine, in descending order.
+async fn approximate_search_scores_are_exact(
+    store: &dyn PointStore,
+    segments: &std::path::Path,
+    count: u128,
+    dim: usize,
+) {
+    let quantized = std::fs::read_dir(segments)
+        .expect("segments")
+        .filter_map(Result::ok)
+        .filter_map(|segment| std::fs::read_to_string(segment.path().join("segment.json")).ok())
+        .any(|config| config.contains("\"hnsw\"") && config.contains("\"int8\""));
+    assert!(quantized, "the optimised segment keeps no int8 copy");
+    let query_tilt = 0.37;
+    let hits = store
+        .search(SearchRequest {
+            collection: "suite_lookup".into(),
+            query: QueryVector::Dense(unit(dim, query_tilt)),
+            filter: Filter::default(),
+            limit: 5,
+            exactness: Exactness::Indexed,
+        })
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 5);
+    let cosine = |tilt: f32| {
+        (1.0 + query_tilt * tilt) / ((1.0 + query_tilt * query_tilt) * (1.0 + tilt * tilt)).sqrt()
+    };
+    for hit in &hits {
+        let n = hit.id.as_u128() - 100;
+        let exact = cosine(n as f32 / count as f32);
+        assert!(
+            (hit.score - exact).abs() < 1e-5,
+            "point {n}: score {} is not the exact cosine {exact}",
+            hit.score
+        );
+    }
+    assert!(hits.windows(2).all(|pair| pair[0].score >= pair[1].score));
 }
 
 const CHILD_DIR: &str = "WENKE_TEST_CRASH_CHILD_DIR";

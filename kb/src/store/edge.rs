@@ -26,7 +26,8 @@ use qdrant_edge::{
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
     JsonPath, KeywordIndexParams, Match, Modifier, NamedQuery, OrderBy, OrderByInterface,
     PayloadFieldSchema, PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, QueryRequest, Range, ScoringQuery, ScrollRequest,
+    PointOperations, PointStruct, QuantizationConfig, QuantizationSearchParams, QueryEnum,
+    QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery, ScrollRequest,
     SearchParams, UpdateOperation, Vector, VectorInternal, VectorStructInternal, Vectors,
     WithPayloadInterface, WithVector,
 };
@@ -34,8 +35,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, PointStore,
-    QueryVector, Record, SearchRequest, StoreError, Writers,
+    CollectionSpec, Condition, DENSE, DENSE_INT8_QUANTILE, DENSE_OVERSAMPLING, Exactness, Filter,
+    Hit, LEXICAL, NewPoint, Order, PointStore, QueryVector, Record, SearchRequest, StoreError,
+    Writers,
 };
 
 const COLLECTIONS_DIR: &str = "collections";
@@ -180,6 +182,7 @@ impl Inner {
             return Err(StoreError::NoSuchCollection(name_or_alias.to_owned()));
         }
         let shard = EdgeShard::load(&dir, None).map_err(storage_error(&name))?;
+        warm_page_cache(dir);
         let collection = Arc::new(Collection {
             name: name.clone(),
             shard,
@@ -208,7 +211,14 @@ impl Inner {
             if let Some(dim) = spec.dense_dim {
                 config = config.vector(
                     DENSE,
-                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+                    EdgeVectorParamsBuilder::new(dim, Distance::Cosine)
+                        .on_disk(true)
+                        .quantization_config(QuantizationConfig::from(ScalarQuantizationConfig {
+                            r#type: ScalarType::Int8,
+                            quantile: Some(DENSE_INT8_QUANTILE),
+                            always_ram: Some(true),
+                        }))
+                        .build(),
                 );
             }
             if spec.lexical {
@@ -312,6 +322,58 @@ impl Inner {
         collection.shard.flush();
         Ok(())
     }
+}
+
+/// Reads every file of a just-loaded collection once, on a background
+/// thread, so that the page cache holds them before searches need them.
+///
+/// Why: qdrant-edge evicts a segment's files from the page cache when it
+/// closes the segment, and reads its memory-mapped files (payloads, the
+/// full dense vectors used for rescoring, the id tracker) with
+/// random-access advice, page by page. Right after a reopen every search
+/// would wait on disk for the pages it touches: at 100k entries the first
+/// few hundred searches took p99 8–14 ms against 5 ms warm. Read in one
+/// sequential pass (~1 GB/s here) instead, the files are cached within a
+/// second or two while the store already serves. A file that disappears
+/// meanwhile (a dropped collection) is skipped.
+fn warm_page_cache(collection_dir: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("wenke-page-cache-warm-up".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let bytes = read_files_under(&collection_dir);
+            tracing::debug!(
+                collection = %collection_dir.display(),
+                bytes,
+                seconds = started.elapsed().as_secs_f64(),
+                "collection files read into the page cache"
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no page-cache warm-up thread: {e}");
+    }
+}
+
+/// Reads the files under `dir` (recursively) and returns how many bytes it
+/// read; unreadable entries are skipped.
+fn read_files_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut bytes = 0;
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            bytes += read_files_under(&entry.path());
+        } else if file_type.is_file()
+            && let Ok(mut file) = File::open(entry.path())
+        {
+            bytes += std::io::copy(&mut file, &mut std::io::sink()).unwrap_or(0);
+        }
+    }
+    bytes
 }
 
 /// Makes a rename durable.
@@ -762,6 +824,11 @@ impl PointStore for EdgeStore {
                     offset: 0,
                     params: Some(SearchParams {
                         exact: request.exactness == Exactness::Exact,
+                        quantization: Some(QuantizationSearchParams {
+                            ignore: false,
+                            rescore: Some(true),
+                            oversampling: Some(DENSE_OVERSAMPLING),
+                        }),
                         ..SearchParams::default()
                     }),
                     with_vector: WithVector::Bool(false),

@@ -12,16 +12,18 @@ use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, GetPointsBuilder,
-    KeywordIndexParamsBuilder, Modifier, NamedVectors, PointId, PointStruct, PointsIdsList, Query,
-    QueryPointsBuilder, ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    KeywordIndexParamsBuilder, Modifier, NamedVectors, PointId, PointStruct, PointsIdsList,
+    QuantizationSearchParamsBuilder, Query, QueryPointsBuilder, ScalarQuantizationBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
     VectorsConfigBuilder, point_id::PointIdOptions,
 };
 use uuid::Uuid;
 
 use super::{
-    CollectionSpec, Condition, DENSE, Exactness, Filter, Hit, LEXICAL, NewPoint, Order, Payload,
-    PointStore, QueryVector, Record, SearchRequest, StoreError, Writers,
+    CollectionSpec, Condition, DENSE, DENSE_INT8_QUANTILE, DENSE_OVERSAMPLING, Exactness, Filter,
+    Hit, LEXICAL, NewPoint, Order, Payload, PointStore, QueryVector, Record, SearchRequest,
+    StoreError, Writers,
 };
 
 /// How long [`PointStore::optimize`] waits for the server's background
@@ -191,10 +193,18 @@ impl PointStore for ServerStore {
         if !exists {
             let mut vectors = VectorsConfigBuilder::default();
             if let Some(dim) = spec.dense_dim {
-                vectors.add_named_vector_params(
-                    DENSE,
-                    VectorParamsBuilder::new(dim as u64, Distance::Cosine),
-                );
+                // `on_disk` and `always_ram` rather than their successor
+                // `memory`: servers before 1.19 know only these, and newer
+                // ones still read them.
+                #[allow(deprecated)]
+                let params = VectorParamsBuilder::new(dim as u64, Distance::Cosine)
+                    .on_disk(true)
+                    .quantization_config(
+                        ScalarQuantizationBuilder::default()
+                            .quantile(DENSE_INT8_QUANTILE)
+                            .always_ram(true),
+                    );
+                vectors.add_named_vector_params(DENSE, params);
             }
             let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
             if let Some(shards) = self.shards {
@@ -542,7 +552,15 @@ impl PointStore for ServerStore {
             .using(using)
             .limit(request.limit as u64)
             .with_payload(true)
-            .params(SearchParamsBuilder::default().exact(request.exactness == Exactness::Exact));
+            .params(
+                SearchParamsBuilder::default()
+                    .exact(request.exactness == Exactness::Exact)
+                    .quantization(
+                        QuantizationSearchParamsBuilder::default()
+                            .rescore(true)
+                            .oversampling(DENSE_OVERSAMPLING),
+                    ),
+            );
         if let Some(filter) = server_filter(&request.filter) {
             query = query.filter(filter);
         }
