@@ -354,8 +354,12 @@ fn warm_page_cache(collection_dir: PathBuf) {
     }
 }
 
-/// Reads the files under `dir` (recursively) and returns how many bytes it
-/// read; unreadable entries are skipped.
+/// qdrant-edge's write-ahead log, under a collection's directory: never
+/// read back (0.7 does not replay it) and as large as everything written.
+const EDGE_WAL_DIR: &str = "wal";
+
+/// Reads the files under `dir` (recursively, the write-ahead log aside) and
+/// returns how many bytes it read; unreadable entries are skipped.
 fn read_files_under(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -366,7 +370,9 @@ fn read_files_under(dir: &Path) -> u64 {
             continue;
         };
         if file_type.is_dir() {
-            bytes += read_files_under(&entry.path());
+            if entry.file_name() != EDGE_WAL_DIR {
+                bytes += read_files_under(&entry.path());
+            }
         } else if file_type.is_file()
             && let Ok(mut file) = File::open(entry.path())
         {
