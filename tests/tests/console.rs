@@ -382,6 +382,17 @@ async fn hit_testing_explains_a_question_and_word_edits_apply_at_once() -> anyho
         logged_before,
         "hit testing logs nothing"
     );
+    // 番茄晚疫病怎么防治: the closest entry is the potato one, which never
+    // mentions tomatoes; the editor sees why it is only offered.
+    let (_, page) = editor
+        .get("/console/hit-test?q=%E7%95%AA%E8%8C%84%E6%99%9A%E7%96%AB%E7%97%85%E6%80%8E%E4%B9%88%E9%98%B2%E6%B2%BB")
+        .await?;
+    assert!(page.contains("马铃薯晚疫病"), "{page}");
+    assert!(page.contains("class=\"muted subject-unmet\""), "{page}");
+    assert!(
+        !page.contains("<span id=\"decision\">直接回答</span>"),
+        "{page}"
+    );
     // 订阅科普 is a command, not something to route.
     let (_, page) = editor
         .get("/console/hit-test?q=%E8%AE%A2%E9%98%85%E7%A7%91%E6%99%AE")

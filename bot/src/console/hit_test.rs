@@ -135,6 +135,7 @@ pub(super) async fn page(
                 "margin": format!("{:.3}", hit.features.margin),
                 "answer_dense": format!("{:.3}", hit.features.answer_dense),
                 "subject_unmet": hit.features.absent_subject > 0.0,
+                "promoted": hit.features.promoted > 0.0,
             })).collect::<Vec<_>>(),
         })
     });
