@@ -63,15 +63,21 @@ async fn probe<E: std::fmt::Display>(
 }
 
 /// `GET /readyz`: 200 when the point store and the session store both
-/// answer a read, else 503 naming what failed, so a load balancer sends
-/// no user to an instance that would fail them.
+/// answer a read and the point store has read what it loaded into memory,
+/// else 503 naming what failed, so a load balancer sends no user to an
+/// instance that would fail them or keep them waiting.
 async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     let store = engine.kb().store();
     let points = probe(async {
+        if store.warming_up() {
+            // Searches would work, but wait on disk for a second or two.
+            return Err("reading the knowledge base into memory".to_owned());
+        }
         store
             .count("entries", kb::store::Filter::default())
             .await
             .map(|_| ())
+            .map_err(|error| error.to_string())
     });
     let sessions = probe(async { engine.sessions().get("readyz").await.map(|_| ()) });
     let (points, sessions) = tokio::join!(points, sessions);

@@ -592,6 +592,16 @@ async fn embedded_lookup_fields_work_in_an_optimised_segment_and_after_reopen() 
         .expect("ensure");
     assert_lookups(&store, DIM, "after reopen").await;
     approximate_search_scores_are_exact(&store, &segments, COUNT, DIM).await;
+    // The page-cache warm-up of the loaded collection ends (`/readyz`
+    // waits for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.warming_up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still warming up after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// An approximate search over an optimised segment walks the int8 copy of

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use qdrant_edge::{
@@ -56,6 +57,9 @@ struct Inner {
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises alias-file rewrites and collection creation/removal.
     admin: Mutex<()>,
+    /// How many loaded collections are still being read into the page
+    /// cache ([`warm_page_cache`]).
+    warming: Arc<AtomicUsize>,
     /// Held for the store's lifetime: one process per data directory.
     _lock: File,
 }
@@ -108,6 +112,7 @@ impl EdgeStore {
                 open: RwLock::new(HashMap::new()),
                 aliases: RwLock::new(aliases),
                 admin: Mutex::new(()),
+                warming: Arc::new(AtomicUsize::new(0)),
                 _lock: lock,
             }),
             // `open` holds the directory's lock file for the store's lifetime.
@@ -182,7 +187,7 @@ impl Inner {
             return Err(StoreError::NoSuchCollection(name_or_alias.to_owned()));
         }
         let shard = EdgeShard::load(&dir, None).map_err(storage_error(&name))?;
-        warm_page_cache(dir);
+        warm_page_cache(dir, Arc::clone(&self.warming));
         let collection = Arc::new(Collection {
             name: name.clone(),
             shard,
@@ -336,12 +341,17 @@ impl Inner {
 /// sequential pass (~1 GB/s here) instead, the files are cached within a
 /// second or two while the store already serves. A file that disappears
 /// meanwhile (a dropped collection) is skipped.
-fn warm_page_cache(collection_dir: PathBuf) {
+///
+/// `warming` counts the warm-ups under way, for [`PointStore::warming_up`].
+fn warm_page_cache(collection_dir: PathBuf, warming: Arc<AtomicUsize>) {
+    warming.fetch_add(1, Ordering::SeqCst);
+    let counter = Arc::clone(&warming);
     let spawned = std::thread::Builder::new()
         .name("wenke-page-cache-warm-up".into())
         .spawn(move || {
             let started = std::time::Instant::now();
             let bytes = read_files_under(&collection_dir);
+            counter.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!(
                 collection = %collection_dir.display(),
                 bytes,
@@ -350,6 +360,7 @@ fn warm_page_cache(collection_dir: PathBuf) {
             );
         });
     if let Err(e) = spawned {
+        warming.fetch_sub(1, Ordering::SeqCst);
         tracing::warn!("no page-cache warm-up thread: {e}");
     }
 }
@@ -551,6 +562,10 @@ impl PointStore for EdgeStore {
 
     fn writers(&self) -> Writers {
         self.writers
+    }
+
+    fn warming_up(&self) -> bool {
+        self.inner.warming.load(Ordering::SeqCst) > 0
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {

@@ -258,6 +258,14 @@ pub trait PointStore: Send + Sync + 'static {
     /// what was read can be trusted without reading it again.
     fn writers(&self) -> Writers;
 
+    /// Whether the store is still reading collections it just loaded into
+    /// memory. Searches are correct meanwhile, only slower; a server is
+    /// ready to serve when `/readyz` says so, so it reports not ready until
+    /// this is over. A store with nothing to warm up never is.
+    fn warming_up(&self) -> bool {
+        false
+    }
+
     /// Creates the collection if missing, with its payload indexes.
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError>;
 
