@@ -259,9 +259,10 @@ pub trait PointStore: Send + Sync + 'static {
     fn writers(&self) -> Writers;
 
     /// Whether the store is still reading collections it just loaded into
-    /// memory. Searches are correct meanwhile, only slower; a server is
-    /// ready to serve when `/readyz` says so, so it reports not ready until
-    /// this is over. A store with nothing to warm up never is.
+    /// memory. Searches are correct meanwhile, only slower, so `wenke
+    /// serve`'s `/readyz` reports not ready until this is over (also,
+    /// briefly, when a collection is first loaded later, such as a
+    /// re-index's new one). A store with nothing to warm up never is.
     fn warming_up(&self) -> bool {
         false
     }
