@@ -576,10 +576,8 @@ async fn embedded_lookup_fields_work_in_an_optimised_segment_and_after_reopen() 
         lookup_fields_find_their_values(&store, COUNT, DIM).await;
     }
     let segments = dir.path().join("collections/suite_lookup/segments");
-    let indexed = std::fs::read_dir(&segments)
-        .expect("segments")
-        .filter_map(Result::ok)
-        .filter_map(|segment| std::fs::read_to_string(segment.path().join("segment.json")).ok())
+    let indexed = segment_configs(&segments)
+        .iter()
         .any(|config| config.contains("\"hnsw\""));
     assert!(indexed, "optimising built no indexed segment to test");
 
@@ -604,6 +602,15 @@ async fn embedded_lookup_fields_work_in_an_optimised_segment_and_after_reopen() 
     }
 }
 
+/// The `segment.json` of each qdrant-edge segment under `segments`.
+fn segment_configs(segments: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(segments)
+        .expect("segments")
+        .filter_map(Result::ok)
+        .filter_map(|segment| std::fs::read_to_string(segment.path().join("segment.json")).ok())
+        .collect()
+}
+
 /// An approximate search over an optimised segment walks the int8 copy of
 /// the vectors but returns scores rescored with the full vectors: each
 /// equals the exact cosine, in descending order.
@@ -613,10 +620,8 @@ async fn approximate_search_scores_are_exact(
     count: u128,
     dim: usize,
 ) {
-    let quantized = std::fs::read_dir(segments)
-        .expect("segments")
-        .filter_map(Result::ok)
-        .filter_map(|segment| std::fs::read_to_string(segment.path().join("segment.json")).ok())
+    let quantized = segment_configs(segments)
+        .iter()
         .any(|config| config.contains("\"hnsw\"") && config.contains("\"int8\""));
     assert!(quantized, "the optimised segment keeps no int8 copy");
     let query_tilt = 0.37;
