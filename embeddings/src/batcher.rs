@@ -1,9 +1,14 @@
-//! Micro-batching of concurrent queries on a dedicated thread.
+//! Micro-batching of concurrent request-path texts on a dedicated thread.
 //!
 //! The worker blocks for the first request, then takes every request already
 //! waiting (up to the batch limit) and runs them as one forward pass. A lone
 //! query therefore pays no added delay, and under load the batch grows by
 //! itself while the previous batch computes: no timer to tune.
+//!
+//! Queries and single passages (a demand being filed) share the queue: a
+//! forward pass already keeps every core busy, and two passes run side by
+//! side on the same cores only slow each other (their workers wait on each
+//! other's barriers).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,12 +21,13 @@ use crate::{EmbedError, Embedding, TextKind};
 
 struct Request {
     text: String,
+    kind: TextKind,
     reply: oneshot::Sender<Result<Embedding, EmbedError>>,
 }
 
 pub(crate) struct QueryBatcher {
     sender: mpsc::Sender<Request>,
-    /// Queries sent and not yet taken into a batch: the queue depth.
+    /// Texts sent and not yet taken into a batch: the queue depth.
     waiting: Arc<AtomicUsize>,
 }
 
@@ -41,17 +47,21 @@ impl QueryBatcher {
         Self { sender, waiting }
     }
 
-    pub(crate) async fn submit(&self, text: String) -> Result<Embedding, EmbedError> {
+    pub(crate) async fn submit(
+        &self,
+        text: String,
+        kind: TextKind,
+    ) -> Result<Embedding, EmbedError> {
         let (reply, response) = oneshot::channel();
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.sender.send(Request { text, reply }).is_err() {
+        if self.sender.send(Request { text, kind, reply }).is_err() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(EmbedError::WorkerStopped);
         }
         response.await.map_err(|_| EmbedError::WorkerStopped)?
     }
 
-    /// How many queries wait for the worker (not counting the batch it is
+    /// How many texts wait for the worker (not counting the batch it is
     /// computing).
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -73,8 +83,11 @@ fn run_worker(
             }
         }
         waiting.fetch_sub(batch.len(), Ordering::Relaxed);
-        let texts: Vec<&str> = batch.iter().map(|request| request.text.as_str()).collect();
-        match model.embed(&texts, TextKind::Query) {
+        let texts: Vec<(&str, TextKind)> = batch
+            .iter()
+            .map(|request| (request.text.as_str(), request.kind))
+            .collect();
+        match model.embed_mixed(&texts) {
             Ok(vectors) => {
                 for (request, vector) in batch.into_iter().zip(vectors) {
                     // The caller may have given up (timeout); nothing to do then.

@@ -169,10 +169,20 @@ impl Embedder {
     /// Embeds one query without blocking the async runtime. Queries arriving
     /// while the model is busy are run together as one batch.
     pub async fn embed_query(&self, text: &str) -> Result<Embedding, EmbedError> {
-        self.batcher.submit(text.to_owned()).await
+        self.batcher.submit(text.to_owned(), TextKind::Query).await
     }
 
-    /// How many queries wait for the micro-batching thread right now (not
+    /// Embeds one passage on the request path (a listing being filed)
+    /// without blocking the async runtime. It joins the queries' batches,
+    /// so that only one forward pass uses the cores at a time; bulk work
+    /// (imports, re-indexing) uses [`Self::embed_passages`] instead.
+    pub async fn embed_passage(&self, text: &str) -> Result<Embedding, EmbedError> {
+        self.batcher
+            .submit(text.to_owned(), TextKind::Passage)
+            .await
+    }
+
+    /// How many texts wait for the micro-batching thread right now (not
     /// counting the batch it is computing): the queue a busy server builds.
     pub fn queued_queries(&self) -> usize {
         self.batcher.waiting()

@@ -211,7 +211,14 @@ impl EmbeddingModel {
     /// batch of similar texts pads little on candle (the Q4 engine does not
     /// pad at all).
     pub fn embed(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Embedding>, EmbedError> {
-        let windows = self.windows(texts, kind)?;
+        let texts: Vec<(&str, TextKind)> = texts.iter().map(|&text| (text, kind)).collect();
+        self.embed_mixed(&texts)
+    }
+
+    /// Embeds texts of different kinds in one pass, as [`Self::embed`] does
+    /// texts of one kind (each text's vector is the same either way).
+    pub fn embed_mixed(&self, texts: &[(&str, TextKind)]) -> Result<Vec<Embedding>, EmbedError> {
+        let windows = self.windows(texts)?;
         let mut order: Vec<usize> = (0..windows.len()).collect();
         order.sort_by_key(|&i| windows[i].tokens.len());
 
@@ -250,11 +257,11 @@ impl EmbeddingModel {
         end
     }
 
-    fn windows(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Window>, EmbedError> {
+    fn windows(&self, texts: &[(&str, TextKind)]) -> Result<Vec<Window>, EmbedError> {
         let (open, close) = self.tokenizer.boundary_ids();
         let content_per_window = self.network.max_positions() - 2;
         let mut windows = Vec::with_capacity(texts.len());
-        for (text_index, text) in texts.iter().enumerate() {
+        for (text_index, &(text, kind)) in texts.iter().enumerate() {
             let content = self.token_ids(text, kind)?;
             if content.is_empty() {
                 windows.push(Window {

@@ -134,6 +134,36 @@ fn a_text_alone_equals_the_same_text_in_a_padded_batch() {
 }
 
 #[test]
+fn a_mixed_batch_gives_each_text_the_vector_of_its_kind() {
+    let model = common::e5();
+    let question = "洋芋叶子发黑咋个办";
+    let demand = "我们合作社种的红心猕猴桃这两年溃疡病越来越重，想请专家来指导防控";
+    let mixed = model
+        .embed_mixed(&[(question, TextKind::Query), (demand, TextKind::Passage)])
+        .expect("embeds");
+    let query = model.embed(&[question], TextKind::Query).expect("embeds");
+    let passage = model.embed(&[demand], TextKind::Passage).expect("embeds");
+    let as_query = model.embed(&[demand], TextKind::Query).expect("embeds");
+    assert!(common::cosine(&mixed[0], &query[0]) > 0.9999);
+    assert!(common::cosine(&mixed[1], &passage[0]) > 0.9999);
+    // The prefix matters, so the kind really was applied per text.
+    assert!(common::cosine(&mixed[1], &as_query[0]) < 0.999);
+}
+
+#[tokio::test]
+async fn the_request_path_batcher_embeds_passages_as_passages() {
+    let embedder = embeddings::Embedder::from_model(common::e5(), 8);
+    let demand = "泡菜厂的袋装泡菜放一两个月就胀袋，想找人解决";
+    let (passage, query) = tokio::join!(
+        embedder.embed_passage(demand),
+        embedder.embed_query("泡菜胀袋怎么办"),
+    );
+    let expected = embedder.embed_passages_blocking(&[demand]).expect("embeds");
+    assert!(common::cosine(&passage.expect("embeds"), &expected[0]) > 0.9999);
+    assert_eq!(query.expect("embeds").len(), 384);
+}
+
+#[test]
 fn vectors_are_unit_length_with_the_model_dimension() {
     let model = common::e5();
     assert_eq!(model.dimension(), 384);
