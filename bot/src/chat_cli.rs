@@ -45,6 +45,11 @@ pub struct EngineArgs {
     /// Messages one user may send per minute.
     #[arg(long, env = "WENKE_RATE_LIMIT", default_value_t = 30, global = true)]
     pub rate_limit: u32,
+    /// Turns handled at once; later ones wait in arrival order (0: no
+    /// limit; default: 3 per CPU core). Fair queueing keeps the slowest
+    /// turns' latency close to the rest under load.
+    #[arg(long, env = "WENKE_MAX_CONCURRENT_TURNS", global = true)]
+    pub max_concurrent_turns: Option<usize>,
 }
 
 impl EngineArgs {
@@ -101,6 +106,9 @@ pub async fn open_engine(store: &StoreArgs, args: &EngineArgs) -> anyhow::Result
         prompts_dir: args.prompts_dir(),
         rate_limit: args.rate_limit,
         cache_dir: store.cache_dir(),
+        max_concurrent_turns: args
+            .max_concurrent_turns
+            .unwrap_or_else(bot::engine::default_max_concurrent_turns),
         ..EngineConfig::default()
     };
     let engine = Engine::open(kb, sessions, jobs, turns, config)

@@ -33,6 +33,7 @@ use webhooks::message::{
     QuickReply, Rating, Reply, ReplyKind, UserKey,
 };
 
+use crate::admission::Admission;
 use crate::china;
 use crate::context::{self, Vocabulary};
 use crate::dictionary::{self, Dictionary, DictionaryError, WordEdit};
@@ -81,6 +82,26 @@ pub struct EngineConfig {
     /// Where routing-example vectors are cached between runs (embedded
     /// mode); `None` embeds them at every start.
     pub cache_dir: Option<PathBuf>,
+    /// How many turns are handled at once; later ones wait in arrival
+    /// order (0: no limit). See `admission` for why.
+    pub max_concurrent_turns: usize,
+}
+
+/// Turns per core that [`EngineConfig::max_concurrent_turns`] lets in by
+/// default: enough to fill the model's batches and hide store round
+/// trips, few enough that the queue forms in front of the engine, where it
+/// is fair, rather than at the model. More turns in flight make bigger
+/// batches (more new questions per second) and a longer tail for the
+/// rest; the realistic-mix and fresh-mix runs in docs/BENCHMARKS.md chose
+/// this value.
+pub const DEFAULT_TURNS_PER_CORE: usize = 3;
+
+/// The default of [`EngineConfig::max_concurrent_turns`]:
+/// [`DEFAULT_TURNS_PER_CORE`] for each core this process may use (a
+/// container's CPU limit counts).
+pub fn default_max_concurrent_turns() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    DEFAULT_TURNS_PER_CORE * cores
 }
 
 impl Default for EngineConfig {
@@ -92,6 +113,7 @@ impl Default for EngineConfig {
             dedup_ttl: Duration::from_secs(15 * 60),
             duplicate_wait: Duration::from_millis(4500),
             cache_dir: None,
+            max_concurrent_turns: default_max_concurrent_turns(),
         }
     }
 }
@@ -392,6 +414,7 @@ pub struct Engine {
     editable: RwLock<Arc<Editable>>,
     sources: EditableSources,
     outreach: crate::outreach::Outreach,
+    admission: Admission,
 }
 
 /// Where the editable texts and word lists come from, besides the prompts
@@ -461,6 +484,7 @@ impl Engine {
             sessions,
             jobs,
             turns,
+            admission: Admission::new(config.max_concurrent_turns),
             config,
             editable: RwLock::new(Arc::new(editable)),
             sources,
@@ -885,8 +909,15 @@ impl Engine {
         Ok(editable.router.route(&query.normalised, &vector, signals))
     }
 
+    /// Turns waiting for their place in the engine right now.
+    pub fn turns_waiting(&self) -> usize {
+        self.admission.waiting()
+    }
+
     async fn handle_once(&self, message: Incoming) -> Result<Reply, EngineError> {
+        // The wait counts in the turn's latency: it is what the user waits.
         let started = Instant::now();
+        let _admitted = self.admission.enter().await;
         let session = self.sessions.load(&message.user).await?;
         let mut turn = Turn {
             id: TurnLog::new_turn_id(),

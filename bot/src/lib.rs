@@ -3,6 +3,7 @@
 //! through the [`webhooks::message::Handler`] trait.
 //!
 //! - [`engine`]: the pipeline of one message.
+//! - `admission`: turns beyond the concurrency limit wait in arrival order.
 //! - [`routing`]: what a message wants (rules plus nearest labelled examples).
 //! - [`context`]: follow-up questions read against the conversation's topic.
 //! - [`session`]: conversation state, rate limits and dedup, in memory or Redis.
@@ -19,6 +20,7 @@
 //! - [`report`]: analytics and the weekly report from the turn log.
 //! - [`china`]: China days, in which everything is counted.
 
+mod admission;
 pub mod china;
 pub mod console;
 pub mod context;

@@ -16,9 +16,11 @@
 //! - `wenke_engine_step_duration_seconds{step}`: `vector` (the message's
 //!   query vector, a cache hit or one embedding) and `search` (the
 //!   knowledge-base search after it).
-//! - `wenke_embedding_queue_depth` and `wenke_turn_log_pending`: query
-//!   texts waiting for the embedding thread and turns waiting for the turn
-//!   log's writer, read at scrape time. A queue that keeps growing is an
+//! - `wenke_embedding_queue_depth`, `wenke_turns_waiting` and
+//!   `wenke_turn_log_pending`: query texts waiting for the embedding
+//!   thread, messages waiting for their place in the engine (see
+//!   `max_concurrent_turns`) and turns waiting for the turn log's writer,
+//!   read at scrape time. A queue that keeps growing is an
 //!   instance past its capacity.
 //! - `wenke_jobs_total{kind,outcome}`: background job runs (`done`,
 //!   `retried`, `buried`); `wenke_job_queue{state}`: jobs `ready`,
@@ -105,6 +107,7 @@ pub struct Metrics {
     replies: Family<ReplyLabels, Counter>,
     step_seconds: Family<StepLabels, Histogram>,
     embedding_queue: Gauge,
+    turns_waiting: Gauge,
     turn_log_pending: Gauge,
     jobs: Family<JobLabels, Counter>,
     job_states: Family<JobStateLabels, Gauge>,
@@ -145,6 +148,12 @@ impl Metrics {
             "Query texts waiting for the embedding thread",
             embedding_queue.clone(),
         );
+        let turns_waiting = Gauge::default();
+        registry.register(
+            "wenke_turns_waiting",
+            "Messages waiting for their place in the engine",
+            turns_waiting.clone(),
+        );
         let turn_log_pending = Gauge::default();
         registry.register(
             "wenke_turn_log_pending",
@@ -170,6 +179,7 @@ impl Metrics {
             replies,
             step_seconds,
             embedding_queue,
+            turns_waiting,
             turn_log_pending,
             jobs,
             job_states,
@@ -249,6 +259,9 @@ pub async fn serve(State(engine): State<Arc<Engine>>) -> Response {
     metrics
         .embedding_queue
         .set(saturating_i64(engine.kb().embedder().queued_queries()));
+    metrics
+        .turns_waiting
+        .set(saturating_i64(engine.turns_waiting()));
     metrics
         .turn_log_pending
         .set(saturating_i64(engine.turns().pending()));

@@ -494,3 +494,56 @@ async fn edited_templates_take_effect_on_reload() {
         help.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_turn_at_a_time_still_answers_everyone() {
+    let dir = Scratch::new();
+    let kb = knowledge_base(dir.path(), Some("kb/tests/data/fixture.jsonl")).await;
+    let config = EngineConfig {
+        max_concurrent_turns: 1,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(engine(kb, Arc::new(MemorySessionStore::new()), config).await);
+
+    // A question, a filing form's first turn, small talk, and three
+    // deliveries of one WeChat message: the retries wait for the first
+    // delivery's reply without holding the only place, so nothing deadlocks.
+    let retried = UserKey::new(Channel::Wechat, "openid-retried");
+    let mut deliveries = Vec::new();
+    for (user, text, message_id) in [
+        (
+            UserKey::new(Channel::Web, "asker"),
+            "洋芋叶子发黑咋个办",
+            None,
+        ),
+        (
+            UserKey::new(Channel::Web, "enterprise"),
+            "我们厂锂电池隔膜良品率低，想找专家攻关",
+            None,
+        ),
+        (UserKey::new(Channel::Web, "greeter"), "你好", None),
+        (retried.clone(), "红苕怎么储存", Some("msg-1")),
+        (retried.clone(), "红苕怎么储存", Some("msg-1")),
+        (retried.clone(), "红苕怎么储存", Some("msg-1")),
+    ] {
+        let engine = Arc::clone(&engine);
+        let message = Incoming {
+            message_id: message_id.map(str::to_owned),
+            ..Incoming::text(user, text)
+        };
+        deliveries.push(tokio::spawn(async move { engine.handle(message).await }));
+    }
+    let mut replies = Vec::new();
+    for delivery in deliveries {
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(60), delivery)
+            .await
+            .expect("every turn gets its place")
+            .expect("task")
+            .expect("reply");
+        replies.push(reply);
+    }
+    assert_eq!(replies[0].kind, ReplyKind::Answer, "{:?}", replies[0]);
+    assert_eq!(replies[1].kind, ReplyKind::Demand, "{:?}", replies[1]);
+    assert!(replies[3..].iter().all(|r| r.turn_id == replies[3].turn_id));
+    assert_eq!(engine.turns_waiting(), 0);
+}

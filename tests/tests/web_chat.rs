@@ -269,12 +269,14 @@ async fn the_http_api_answers_and_reports_health() -> anyhow::Result<()> {
         count(r#"wenke_engine_step_duration_seconds_count{step="search"}"#) >= 1.0,
         "{text}"
     );
-    // Every query was answered, so none waits for the embedding thread;
-    // the turn log's queue is a gauge like it.
+    // Every query was answered, so none waits for the embedding thread
+    // nor for a place in the engine; the turn log's queue is a gauge like
+    // them.
     assert!(
         text.lines().any(|l| l == "wenke_embedding_queue_depth 0"),
         "{text}"
     );
+    assert!(text.lines().any(|l| l == "wenke_turns_waiting 0"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("wenke_turn_log_pending ")),
