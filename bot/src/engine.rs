@@ -1275,7 +1275,17 @@ impl Engine {
         editable: &Editable,
     ) -> Result<Handled, EngineError> {
         match step {
-            Step::Ask { .. } | Step::Confirm { .. } => self.forms.save(turn.user, &form).await?,
+            Step::Confirm { .. } => {
+                // The summary is what "确认" files: its vector can be
+                // computed while the user reads it.
+                if form.kind == FormKind::Demand
+                    && let Some(content) = form.demand()
+                {
+                    self.listings.prepare_demand(&content);
+                }
+                self.forms.save(turn.user, &form).await?;
+            }
+            Step::Ask { .. } => self.forms.save(turn.user, &form).await?,
             Step::Cancelled => self.forms.clear(turn.user).await?,
             Step::File => {
                 let mut handled = self.file_form(&form, turn, &editable.prompts).await?;
@@ -1372,13 +1382,10 @@ impl Engine {
                 let Some(content) = form.demand() else {
                     return Err(EngineError::Intake("confirmed form is incomplete".into()));
                 };
-                // Matching needs the content only: it runs while the demand
-                // is written, and the two embeddings share the cores.
-                let (demand, matches) = tokio::try_join!(
-                    self.listings
-                        .file_demand(&form.id, content.clone(), Some(filer)),
-                    self.listings.matches(&content, MAX_MATCHES),
-                )?;
+                let (demand, matches) = self
+                    .listings
+                    .file_demand_and_match(&form.id, content, Some(filer), MAX_MATCHES)
+                    .await?;
                 let shown: Vec<serde_json::Value> = matches
                     .iter()
                     .map(|m| {

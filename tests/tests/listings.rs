@@ -386,3 +386,45 @@ async fn forms_survive_restarts_and_instance_switches() -> anyhow::Result<()> {
     assert!(listed.contains("SN-"), "{listed}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_prepared_while_its_summary_is_read_files_and_matches_as_a_fresh_one()
+-> anyhow::Result<()> {
+    let engine = engine_with_capabilities().await?;
+    let listings = engine.listings();
+    let content = kb::listing::DemandContent {
+        title: "猕猴桃溃疡病防控".into(),
+        field: "农业".into(),
+        problem: "合作社的红心猕猴桃溃疡病越来越重，砍了好多树，想请专家来指导防控".into(),
+        region: "广元市".into(),
+        organisation: "苍溪示例猕猴桃专业合作社".into(),
+        contact: kb::listing::Contact {
+            name: "王德明".into(),
+            phone: PHONE.into(),
+        },
+        ..Default::default()
+    };
+    let fresh = listings.matches(&content, 3).await?;
+    anyhow::ensure!(!fresh.is_empty(), "the demo capabilities hold a match");
+
+    listings.prepare_demand(&content);
+    let (demand, matches) = listings
+        .file_demand_and_match("test-form-prepared", content.clone(), None, 3)
+        .await?;
+
+    // The prepared vector is the demand's own: the same capabilities, the
+    // same closeness, and the stored demand is found by its own words.
+    let keys = |found: &[kb::listing::Match]| -> Vec<Option<String>> {
+        found
+            .iter()
+            .map(|m| m.capability.external_key.clone())
+            .collect()
+    };
+    assert_eq!(keys(&matches), keys(&fresh));
+    for (prepared, direct) in matches.iter().zip(&fresh) {
+        assert!((prepared.similarity - direct.similarity).abs() < 1e-3);
+    }
+    let found = listings.search_demands(&content.problem, 1).await?;
+    assert_eq!(found.first().map(|(d, _)| d.id), Some(demand.id));
+    Ok(())
+}
