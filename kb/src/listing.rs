@@ -827,7 +827,7 @@ impl ListingBook {
     }
 
     async fn write_demand(&self, demand: &Demand) -> Result<(), ListingError> {
-        let vector = self.demand_vector(&demand.content).await?;
+        let vector = self.embed_demand(&demand.content).await?;
         self.store_demand(demand, vector).await
     }
 
@@ -838,10 +838,10 @@ impl ListingBook {
         Ok(())
     }
 
-    /// A demand's vector: the one [`Self::prepare_demand`] computed (or is
-    /// computing) for this text, else a new one. A prepared vector is used
-    /// once: a demand is filed once.
-    async fn demand_vector(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
+    /// The vector of a demand being filed: the one [`Self::prepare_demand`]
+    /// computed (or is computing) for this text, else a new one. A prepared
+    /// vector is taken: a demand is filed once.
+    async fn vector_for_filing(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
         let text = content.embedding_text();
         let prepared = self.prepared.lock().pop(&text);
         let Some(cell) = prepared else {
@@ -851,6 +851,15 @@ impl ListingBook {
             .get_or_try_init(|| self.embedder.embed_passage(&text))
             .await?;
         Ok(vector.clone())
+    }
+
+    /// A demand's vector, embedded now (staff changes, matching a stored
+    /// demand); prepared vectors are left for their filing.
+    async fn embed_demand(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
+        Ok(self
+            .embedder
+            .embed_passage(&content.embedding_text())
+            .await?)
     }
 
     /// Files a demand. `origin` identifies where it came from (a chat
@@ -863,7 +872,7 @@ impl ListingBook {
         filed_by: Option<Filer>,
     ) -> Result<Demand, ListingError> {
         validate_demand(&content)?;
-        let vector = self.demand_vector(&content).await?;
+        let vector = self.vector_for_filing(&content).await?;
         self.file(
             origin,
             content,
@@ -886,7 +895,7 @@ impl ListingBook {
         limit: usize,
     ) -> Result<(Demand, Vec<Match>), ListingError> {
         validate_demand(&content)?;
-        let vector = self.demand_vector(&content).await?;
+        let vector = self.vector_for_filing(&content).await?;
         tokio::try_join!(
             self.file(
                 origin,
@@ -965,7 +974,7 @@ impl ListingBook {
             return Ok((existing, false));
         }
         validate_demand(&content)?;
-        let vector = self.demand_vector(&content).await?;
+        let vector = self.vector_for_filing(&content).await?;
         let demand = self
             .file(&origin, content, None, status, Some(key.to_owned()), vector)
             .await?;
@@ -1248,7 +1257,7 @@ impl ListingBook {
         content: &DemandContent,
         limit: usize,
     ) -> Result<Vec<Match>, ListingError> {
-        let vector = self.demand_vector(content).await?;
+        let vector = self.embed_demand(content).await?;
         self.matches_by_vector(content, vector, limit).await
     }
 
