@@ -838,10 +838,12 @@ impl ListingBook {
         Ok(())
     }
 
-    /// The vector of a demand being filed: the one [`Self::prepare_demand`]
-    /// computed (or is computing) for this text, else a new one. A prepared
-    /// vector is taken: a demand is filed once.
+    /// Checks a demand about to be filed and returns its vector: the one
+    /// [`Self::prepare_demand`] computed (or is computing) for this text,
+    /// else a new one. A prepared vector is taken: a demand is filed once.
+    /// Checking first means an invalid demand costs no embedding.
     async fn vector_for_filing(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
+        validate_demand(content)?;
         let text = content.embedding_text();
         let prepared = self.prepared.lock().pop(&text);
         let Some(cell) = prepared else {
@@ -871,7 +873,6 @@ impl ListingBook {
         content: DemandContent,
         filed_by: Option<Filer>,
     ) -> Result<Demand, ListingError> {
-        validate_demand(&content)?;
         let vector = self.vector_for_filing(&content).await?;
         self.file(
             origin,
@@ -894,7 +895,6 @@ impl ListingBook {
         filed_by: Option<Filer>,
         limit: usize,
     ) -> Result<(Demand, Vec<Match>), ListingError> {
-        validate_demand(&content)?;
         let vector = self.vector_for_filing(&content).await?;
         tokio::try_join!(
             self.file(
@@ -916,11 +916,11 @@ impl ListingBook {
         filed_by: Option<Filer>,
         status: DemandStatus,
         external_key: Option<String>,
-        // Computed by the caller before the write lock is taken: the vector
-        // depends on the content alone, and the model's tens of
-        // milliseconds would otherwise queue every other filing behind this
-        // one. A retry of an origin already filed pays for one embedding it
-        // does not use.
+        // From [`Self::vector_for_filing`], which also checked the content,
+        // computed before the write lock is taken: the vector depends on the
+        // content alone, and the model's tens of milliseconds would
+        // otherwise queue every other filing behind this one. A retry of an
+        // origin already filed pays for one embedding it does not use.
         vector: Vec<f32>,
     ) -> Result<Demand, ListingError> {
         let _writing = self.writes.lock().await;
@@ -973,7 +973,6 @@ impl ListingBook {
         if let Some(existing) = self.demand_by_id(listing_id("demand", &origin)).await? {
             return Ok((existing, false));
         }
-        validate_demand(&content)?;
         let vector = self.vector_for_filing(&content).await?;
         let demand = self
             .file(&origin, content, None, status, Some(key.to_owned()), vector)
