@@ -17,10 +17,10 @@
 //!   query vector, a cache hit or one embedding) and `search` (the
 //!   knowledge-base search after it).
 //! - `wenke_embedding_queue_depth`, `wenke_turns_waiting` and
-//!   `wenke_turn_log_pending`: query texts waiting for the embedding
-//!   thread, messages waiting for their place in the engine (see
-//!   `max_concurrent_turns`) and turns waiting for the turn log's writer,
-//!   read at scrape time. A queue that keeps growing is an
+//!   `wenke_turn_log_pending`: texts (queries, single passages) waiting
+//!   for the embedding thread, messages waiting for their place in the
+//!   engine (see `max_concurrent_turns`) and turns waiting for the turn
+//!   log's writer, read at scrape time. A queue that keeps growing is an
 //!   instance past its capacity.
 //! - `wenke_jobs_total{kind,outcome}`: background job runs (`done`,
 //!   `retried`, `buried`); `wenke_job_queue{state}`: jobs `ready`,
@@ -145,7 +145,7 @@ impl Metrics {
         let embedding_queue = Gauge::default();
         registry.register(
             "wenke_embedding_queue_depth",
-            "Query texts waiting for the embedding thread",
+            "Texts (queries, single passages) waiting for the embedding thread",
             embedding_queue.clone(),
         );
         let turns_waiting = Gauge::default();
