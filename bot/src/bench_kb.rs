@@ -4,18 +4,23 @@
 //! Vectors are synthetic but embedding-like: unit vectors scattered around a
 //! few hundred topic centroids, so neighbourhoods are dense and uneven as
 //! real sentence embeddings are (uniform random vectors would make HNSW look
-//! better than it is). Every seven points make one entry (a question, its
-//! phrasings and its answer) with one record, status and category; the
-//! points' words follow a Zipf law like the demo KB's after the analyzer
-//! has dropped its stopwords. Each timed search does what `KnowledgeBase::search`
-//! does after embedding: the exact-phrasing lookup, a filtered dense search,
-//! a filtered lexical search and a read of the top entries' records.
+//! better than it is). Every seven points make one entry (a question, five
+//! phrasings and its answer, with the payload a real index point has) with
+//! one record, status and category, in a collection laid out by the
+//! knowledge base's own [`kb::base::index_spec`]; the points' words follow a
+//! Zipf law like the demo KB's after the analyzer has dropped its
+//! stopwords, an answer having as many words as a real one. Each timed
+//! search does what `KnowledgeBase::search` does after embedding: the
+//! exact-phrasing lookup beside a filtered dense and a filtered lexical
+//! search, then the read of the top entries' records beside the scoring of
+//! the leading entries' answers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use kb::base::{ANSWER_AVERAGE_TOKENS, PHRASING_AVERAGE_TOKENS, index_spec};
 use kb::lexical::{SparseVector, document_vector, query_vector};
 use kb::store::edge::EdgeStore;
 use kb::store::{
@@ -61,7 +66,12 @@ const VOCABULARY: usize = 20_000;
 /// which a Zipf law shifted by 20 ranks reproduces with 7 words a point.
 const ZIPF_SHIFT: f64 = 20.0;
 const WORDS_PER_POINT: usize = 7;
+/// Words of an answer point (the analyzer's tokens of a real answer).
+const WORDS_PER_ANSWER: usize = ANSWER_AVERAGE_TOKENS as usize;
 const WORDS_PER_QUERY: usize = 4;
+/// Leading entries whose answers are scored against the query, as in
+/// `KnowledgeBase::search`.
+const ANSWERS_SCORED: usize = 3;
 /// The most frequent words of the vocabulary, real domain terms; the rest
 /// are numbered.
 const WORDS: [&str; 24] = [
@@ -203,15 +213,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         None => Arc::new(EdgeStore::open(&root).context("opening the bench store")?),
     };
     store
-        .ensure_collection(&CollectionSpec {
-            name: collection.into(),
-            dense_dim: Some(config.dim),
-            lexical: true,
-            keyword_fields: vec!["status", "category"],
-            lookup_fields: vec!["entry_id", "canonical"],
-            integer_fields: Vec::new(),
-            datetime_fields: Vec::new(),
-        })
+        .ensure_collection(&index_spec(collection.into(), config.dim))
         .await?;
     store
         .ensure_collection(&CollectionSpec {
@@ -259,22 +261,46 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
                         .unwrap_or_default(),
                 });
             }
-            let words = vocabulary.words(&mut rng, WORDS_PER_POINT);
+            let kind = match i % POINTS_PER_ENTRY {
+                0 => "question",
+                slot if slot == POINTS_PER_ENTRY - 1 => "answer",
+                _ => "alternative",
+            };
+            let (words, average) = if kind == "answer" {
+                (
+                    vocabulary.words(&mut rng, WORDS_PER_ANSWER),
+                    ANSWER_AVERAGE_TOKENS,
+                )
+            } else {
+                (
+                    vocabulary.words(&mut rng, WORDS_PER_POINT),
+                    PHRASING_AVERAGE_TOKENS,
+                )
+            };
             let mut payload: Payload = json!({
                 "entry_id": Uuid::from_u128(entry as u128).to_string(),
+                "version": 1,
+                "kind": kind,
                 "status": status,
                 "category": category,
-                "canonical": format!("问题{i}"),
+                "crops": [],
+                "regions": [],
+                "months": [],
                 "tokens": words,
             })
             .as_object()
             .cloned()
             .unwrap_or_default();
-            payload.insert("text".into(), json!(format!("问题{i}")));
+            if kind == "answer" {
+                payload.insert("text".into(), json!("答".repeat(200)));
+            } else {
+                payload.insert("canonical".into(), json!(format!("问题{i}")));
+                payload.insert("text".into(), json!(format!("问题{i}")));
+            }
             points.push(NewPoint {
                 id: Uuid::from_u128(i as u128),
                 dense: Some(near(&mut rng, &centroids[centroid], 0.08)),
-                lexical: Some(document_vector(&words, WORDS_PER_POINT as f32)),
+                lexical: Some(document_vector(&words, average)),
                 payload,
             });
         }
@@ -306,7 +332,8 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
 
     // Warm-up, then timed searches.
     let mut latencies = Vec::with_capacity(queries.len());
-    // Per step: exact lookup, dense and lexical together, record read.
+    // Per step: exact lookup, dense and lexical together, records and
+    // answers together.
     let mut steps: [Vec<Duration>; 3] = Default::default();
     // Dense and lexical searches timed one at a time.
     let mut alone: [Vec<Duration>; 2] = Default::default();
@@ -352,12 +379,36 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         )?;
         lap(&mut steps, 1);
         let top: Vec<Uuid> = hits.iter().take(10).map(|h| h.id).collect();
-        let top_entries: Vec<Uuid> = hits
+        let mut top_entries: Vec<Uuid> = Vec::new();
+        for entry in hits
             .iter()
-            .take(10)
             .filter_map(|h| h.payload.get("entry_id")?.as_str()?.parse().ok())
+        {
+            if !top_entries.contains(&entry) {
+                top_entries.push(entry);
+            }
+        }
+        top_entries.truncate(10);
+        let leading: Vec<String> = top_entries
+            .iter()
+            .take(ANSWERS_SCORED)
+            .map(Uuid::to_string)
             .collect();
-        let _records = store.get(records, top_entries).await?;
+        // As in KnowledgeBase::search: the records beside the answers' scores.
+        let (_records, _answers) = tokio::try_join!(
+            store.get(records, top_entries),
+            store.search(SearchRequest {
+                collection: collection.into(),
+                query: QueryVector::Dense(dense.clone()),
+                filter: Filter::must(Condition::KeywordIn {
+                    field: "entry_id",
+                    values: leading,
+                })
+                .and(Condition::keyword("kind", "answer")),
+                limit: ANSWERS_SCORED,
+                exactness: Exactness::Exact,
+            })
+        )?;
         lap(&mut steps, 2);
         let elapsed = started.elapsed();
         if round >= 10.min(queries.len() / 10) {
@@ -440,7 +491,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         percentile(&latencies, 1.0),
         latencies.len()
     );
-    for (name, step) in ["exact lookup", "dense ∥ lexical", "record read"]
+    for (name, step) in ["exact lookup", "dense ∥ lexical", "records ∥ answers"]
         .iter()
         .zip(&steps)
     {

@@ -60,9 +60,11 @@ const INDEX_ALIAS: &str = "index";
 /// becomes, so every index built before is rebuilt on open. 2: digits
 /// no longer fold ("1000" stayed "10").
 const INDEX_TEXT_VERSION: u32 = 2;
-/// Typical token count of a phrasing and of an answer, for BM25 length normalisation.
-const PHRASING_AVERAGE_TOKENS: f32 = 8.0;
-const ANSWER_AVERAGE_TOKENS: f32 = 60.0;
+/// Typical token count of a phrasing and of an answer, for BM25 length
+/// normalisation (public for `wenke bench kb`, which builds points alike).
+pub const PHRASING_AVERAGE_TOKENS: f32 = 8.0;
+/// See [`PHRASING_AVERAGE_TOKENS`].
+pub const ANSWER_AVERAGE_TOKENS: f32 = 60.0;
 /// Candidates fetched from each of the dense and lexical searches.
 const CANDIDATES_PER_SIGNAL: usize = 40;
 /// Entries embedded and written per step of an import or re-index.
@@ -346,7 +348,9 @@ fn journal_spec() -> CollectionSpec {
     }
 }
 
-fn index_spec(name: String, dim: usize) -> CollectionSpec {
+/// The layout of a search index collection (its vectors and payload
+/// indexes). Public so that `wenke bench kb` measures the same layout.
+pub fn index_spec(name: String, dim: usize) -> CollectionSpec {
     CollectionSpec {
         name,
         dense_dim: Some(dim),
