@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kb::base::{ANSWER_AVERAGE_TOKENS, PHRASING_AVERAGE_TOKENS, index_spec};
+use kb::base::{ANSWER_AVERAGE_TOKENS, PHRASING_AVERAGE_TOKENS, PhrasingKind, index_spec};
 use kb::lexical::{SparseVector, document_vector, query_vector};
 use kb::store::edge::EdgeStore;
 use kb::store::{
@@ -262,11 +262,11 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
                 });
             }
             let kind = match i % POINTS_PER_ENTRY {
-                0 => "question",
-                slot if slot == POINTS_PER_ENTRY - 1 => "answer",
-                _ => "alternative",
+                0 => PhrasingKind::Question,
+                slot if slot == POINTS_PER_ENTRY - 1 => PhrasingKind::Answer,
+                _ => PhrasingKind::Alternative,
             };
-            let (words, average) = if kind == "answer" {
+            let (words, average) = if kind == PhrasingKind::Answer {
                 (
                     vocabulary.words(&mut rng, WORDS_PER_ANSWER),
                     ANSWER_AVERAGE_TOKENS,
@@ -291,7 +291,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
             .as_object()
             .cloned()
             .unwrap_or_default();
-            if kind == "answer" {
+            if kind == PhrasingKind::Answer {
                 payload.insert("text".into(), json!("答".repeat(200)));
             } else {
                 payload.insert("canonical".into(), json!(format!("问题{i}")));
