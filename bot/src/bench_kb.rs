@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kb::base::{ANSWER_AVERAGE_TOKENS, PHRASING_AVERAGE_TOKENS, PhrasingKind, index_spec};
+use kb::base::{
+    ANSWER_AVERAGE_TOKENS, ANSWERS_SCORED, PHRASING_AVERAGE_TOKENS, PhrasingKind,
+    answer_scoring_request, index_spec,
+};
 use kb::lexical::{SparseVector, document_vector, query_vector};
 use kb::store::edge::EdgeStore;
 use kb::store::{
@@ -69,9 +72,6 @@ const WORDS_PER_POINT: usize = 7;
 /// Words of an answer point (the analyzer's tokens of a real answer).
 const WORDS_PER_ANSWER: usize = ANSWER_AVERAGE_TOKENS as usize;
 const WORDS_PER_QUERY: usize = 4;
-/// Leading entries whose answers are scored against the query, as in
-/// `KnowledgeBase::search`.
-const ANSWERS_SCORED: usize = 3;
 /// The most frequent words of the vocabulary, real domain terms; the rest
 /// are numbered.
 const WORDS: [&str; 24] = [
@@ -397,17 +397,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         // As in KnowledgeBase::search: the records beside the answers' scores.
         let (_records, _answers) = tokio::try_join!(
             store.get(records, top_entries),
-            store.search(SearchRequest {
-                collection: collection.into(),
-                query: QueryVector::Dense(dense.clone()),
-                filter: Filter::must(Condition::KeywordIn {
-                    field: "entry_id",
-                    values: leading,
-                })
-                .and(Condition::keyword("kind", "answer")),
-                limit: ANSWERS_SCORED,
-                exactness: Exactness::Exact,
-            })
+            store.search(answer_scoring_request(collection, dense.clone(), leading))
         )?;
         lap(&mut steps, 2);
         let elapsed = started.elapsed();

@@ -348,6 +348,31 @@ fn journal_spec() -> CollectionSpec {
     }
 }
 
+/// Leading entries whose answers a search scores against the query.
+pub const ANSWERS_SCORED: usize = 3;
+
+/// The search that scores the leading entries' answers against a query
+/// vector: an exact search among those entries' answer points, query to
+/// passage as e5 was trained for retrieval. Public so that `wenke bench kb`
+/// runs the same search.
+pub fn answer_scoring_request(
+    collection: &str,
+    vector: Vec<f32>,
+    leading_entries: Vec<String>,
+) -> SearchRequest {
+    SearchRequest {
+        collection: collection.into(),
+        query: QueryVector::Dense(vector),
+        filter: Filter::must(Condition::KeywordIn {
+            field: "entry_id",
+            values: leading_entries,
+        })
+        .and(Condition::keyword("kind", "answer")),
+        limit: ANSWERS_SCORED,
+        exactness: Exactness::Exact,
+    }
+}
+
 /// The layout of a search index collection (its vectors and payload
 /// indexes). Public so that `wenke bench kb` measures the same layout.
 pub fn index_spec(name: String, dim: usize) -> CollectionSpec {
@@ -1620,10 +1645,9 @@ impl KnowledgeBase {
         ranked: &[crate::retrieval::Ranked],
         vector: Vec<f32>,
     ) -> Result<HashMap<Uuid, f32>, KbError> {
-        const SCORED: usize = 3;
         let leading: Vec<String> = ranked
             .iter()
-            .take(SCORED)
+            .take(ANSWERS_SCORED)
             .map(|r| r.entry_id.to_string())
             .collect();
         if leading.is_empty() {
@@ -1631,17 +1655,7 @@ impl KnowledgeBase {
         }
         let answers = self
             .store
-            .search(SearchRequest {
-                collection: INDEX_ALIAS.into(),
-                query: QueryVector::Dense(vector),
-                filter: Filter::must(Condition::KeywordIn {
-                    field: "entry_id",
-                    values: leading,
-                })
-                .and(Condition::keyword("kind", "answer")),
-                limit: SCORED,
-                exactness: Exactness::Exact,
-            })
+            .search(answer_scoring_request(INDEX_ALIAS, vector, leading))
             .await?;
         Ok(answers
             .into_iter()
