@@ -5,9 +5,10 @@
 //! exists to hide:
 //! - its write-ahead log is not replayed on load, so only flushed data
 //!   survives a crash: every write here flushes before it is acknowledged;
-//! - `flush` panics if another thread holds the log or segment lock, so each
-//!   collection has one writer at a time (a mutex around update + flush and
-//!   around optimisation), while reads run concurrently;
+//! - `flush` panics if another thread holds the log or segment lock, so no
+//!   update runs beside a flush or an optimisation, while reads run
+//!   concurrently; writers that arrive together share one flush
+//!   ([`GroupCommit`]);
 //! - optimisation (building HNSW) blocks the calling thread, so it runs on a
 //!   blocking-pool thread and searches stay correct on the plain segments
 //!   meanwhile.
@@ -35,6 +36,7 @@ use qdrant_edge::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::group_commit::GroupCommit;
 use super::{
     CollectionSpec, Condition, DENSE, DENSE_INT8_QUANTILE, DENSE_OVERSAMPLING, Exactness, Filter,
     Hit, LEXICAL, NewPoint, Order, PointStore, QueryVector, Record, SearchRequest, StoreError,
@@ -67,8 +69,9 @@ struct Inner {
 struct Collection {
     name: String,
     shard: EdgeShard,
-    /// One writer at a time: qdrant-edge's flush panics under contention.
-    writer: Mutex<()>,
+    /// Updates one at a time, never beside a flush (qdrant-edge's flush
+    /// panics under contention), and one flush per group of writers.
+    writes: GroupCommit,
 }
 
 impl EdgeStore {
@@ -191,7 +194,7 @@ impl Inner {
         let collection = Arc::new(Collection {
             name: name.clone(),
             shard,
-            writer: Mutex::new(()),
+            writes: GroupCommit::default(),
         });
         open.insert(name, Arc::clone(&collection));
         Ok(collection)
@@ -247,10 +250,10 @@ impl Inner {
         }
         // Indexes added to the spec after creation are created on open.
         let collection = self.collection(&spec.name)?;
-        let _writer = collection.writer.lock();
-        create_indexes(&collection.shard, spec)?;
-        collection.shard.flush();
-        Ok(())
+        collection.writes.alone_then_flush(
+            || create_indexes(&collection.shard, spec),
+            || collection.shard.flush(),
+        )
     }
 
     fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
@@ -319,13 +322,15 @@ impl Inner {
 
     fn write(&self, collection: &str, operation: UpdateOperation) -> Result<(), StoreError> {
         let collection = self.collection(collection)?;
-        let _writer = collection.writer.lock();
-        collection
-            .shard
-            .update(operation)
-            .map_err(storage_error(&collection.name))?;
-        collection.shard.flush();
-        Ok(())
+        collection.writes.write(
+            || {
+                collection
+                    .shard
+                    .update(operation)
+                    .map_err(storage_error(&collection.name))
+            },
+            || collection.shard.flush(),
+        )
     }
 }
 
@@ -874,15 +879,18 @@ impl PointStore for EdgeStore {
         let collection = collection.to_owned();
         self.blocking(move |inner| {
             let handle = inner.collection(&collection)?;
-            // Holding the writer lock keeps flushes (which panic under
-            // contention) away while segments are swapped; reads go on.
-            let _writer = handle.writer.lock();
-            handle
-                .shard
-                .optimize()
-                .map_err(storage_error(&collection))?;
-            handle.shard.flush();
-            Ok(())
+            // Alone: updates and flushes (which panic under contention)
+            // stay away while segments are swapped; reads go on.
+            handle.writes.alone_then_flush(
+                || {
+                    handle
+                        .shard
+                        .optimize()
+                        .map(drop)
+                        .map_err(storage_error(&collection))
+                },
+                || handle.shard.flush(),
+            )
         })
         .await
     }

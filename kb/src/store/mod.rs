@@ -12,6 +12,7 @@
 //! applied.
 
 pub mod edge;
+mod group_commit;
 pub mod server;
 
 use serde_json::{Map, Value};
