@@ -183,6 +183,17 @@ async fn wait_until_warm(store: &dyn PointStore) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// This process's major page faults so far (pages read from disk on
+/// first touch), from `/proc/self/stat`; `None` off Linux. Read by hand:
+/// one field of one line does not need a crate.
+fn major_page_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3 (state);
+    // majflt is field 12.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(12 - 3)?.parse().ok()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -339,6 +350,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
     let mut alone: [Vec<Duration>; 2] = Default::default();
     // Timed as a server is used: once `/readyz` would let traffic in.
     let warm_up_seconds = wait_until_warm(store.as_ref()).await;
+    let faults_before = major_page_faults();
     let mut recall_sum = 0.0;
     let mut tops: Vec<Vec<Uuid>> = Vec::with_capacity(queries.len());
     for (round, (dense, sparse, category)) in queries.iter().enumerate() {
@@ -427,6 +439,7 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         }
         tops.push(top);
     }
+    let faults_during_searches = faults_before.zip(major_page_faults()).map(|(b, a)| a - b);
     // Recall is measured after the timed loop: an exact search scans every
     // filtered vector (~140 MB at 700k points), which would leave each
     // timed step to start with CPU caches no serving process has.
@@ -481,6 +494,10 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         percentile(&latencies, 1.0),
         latencies.len()
     );
+    match faults_during_searches {
+        Some(faults) => println!("  major page faults  {faults} during the timed searches"),
+        None => println!("  major page faults  not readable here"),
+    }
     for (name, step) in ["exact lookup", "dense ∥ lexical", "records ∥ answers"]
         .iter()
         .zip(&steps)
