@@ -812,23 +812,22 @@ impl ListingBook {
     }
 
     fn demand_point(&self, demand: &Demand, vector: Vec<f32>) -> NewPoint {
-        let mut payload = to_payload(demand);
-        let year = parse_number(&demand.number).map_or(0, |(year, _)| year);
-        payload.insert("year".into(), year.into());
-        if let Some(filer) = &demand.filed_by {
-            payload.insert("filer_user".into(), filer.user.clone().into());
-        }
         NewPoint {
             id: demand.id,
             dense: Some(vector),
             lexical: None,
-            payload,
+            payload: demand_payload(demand),
         }
     }
 
-    async fn write_demand(&self, demand: &Demand) -> Result<(), ListingError> {
-        let vector = self.embed_demand(&demand.content).await?;
-        self.store_demand(demand, vector).await
+    /// Rewrites a stored demand whose content (the embedded text) is
+    /// unchanged: a status, a claim, a log line. Its vector stays as it was,
+    /// so no model pass is needed.
+    async fn rewrite_demand(&self, demand: &Demand) -> Result<(), ListingError> {
+        self.store
+            .replace_payload(DEMANDS, demand.id, demand_payload(demand))
+            .await?;
+        Ok(())
     }
 
     /// Writes a demand whose vector is already computed.
@@ -855,8 +854,8 @@ impl ListingBook {
         Ok(vector.clone())
     }
 
-    /// A demand's vector, embedded now (staff changes, matching a stored
-    /// demand); prepared vectors are left for their filing.
+    /// A demand's vector, embedded now (matching a demand not filed
+    /// through this book); prepared vectors are left for their filing.
     async fn embed_demand(&self, content: &DemandContent) -> Result<Vec<f32>, ListingError> {
         Ok(self
             .embedder
@@ -1078,7 +1077,7 @@ impl ListingBook {
         if demand.status == DemandStatus::Cooperating {
             self.record_cooperations(&demand).await?;
         }
-        self.write_demand(&demand).await?;
+        self.rewrite_demand(&demand).await?;
         Ok(demand)
     }
 
@@ -1089,7 +1088,7 @@ impl ListingBook {
             };
             if !capability.cooperations.contains(&demand.number) {
                 capability.cooperations.push(demand.number.clone());
-                self.write_capability(&capability).await?;
+                self.rewrite_capability(&capability).await?;
             }
         }
         Ok(())
@@ -1143,7 +1142,7 @@ impl ListingBook {
                 capability.content.name, capability.content.organisation
             ),
         });
-        self.write_demand(&demand).await?;
+        self.rewrite_demand(&demand).await?;
         Ok(demand)
     }
 
@@ -1152,9 +1151,6 @@ impl ListingBook {
             .embedder
             .embed_passage(&capability.embedding_text())
             .await?;
-        let mut payload = to_payload(capability);
-        let year = parse_number(&capability.number).map_or(0, |(year, _)| year);
-        payload.insert("year".into(), year.into());
         self.store
             .upsert(
                 CAPABILITIES,
@@ -1162,9 +1158,18 @@ impl ListingBook {
                     id: capability.id,
                     dense: Some(vector),
                     lexical: None,
-                    payload,
+                    payload: capability_payload(capability),
                 }],
             )
+            .await?;
+        Ok(())
+    }
+
+    /// Rewrites a stored capability whose content is unchanged (its
+    /// cooperations), keeping its vector.
+    async fn rewrite_capability(&self, capability: &Capability) -> Result<(), ListingError> {
+        self.store
+            .replace_payload(CAPABILITIES, capability.id, capability_payload(capability))
             .await?;
         Ok(())
     }
@@ -1601,6 +1606,26 @@ const STOP_WORDS: &[&str] = &[
     "指导",
     "方案",
 ];
+
+/// A demand's stored payload: the demand, plus the fields its listings
+/// filter by.
+fn demand_payload(demand: &Demand) -> Payload {
+    let mut payload = to_payload(demand);
+    let year = parse_number(&demand.number).map_or(0, |(year, _)| year);
+    payload.insert("year".into(), year.into());
+    if let Some(filer) = &demand.filed_by {
+        payload.insert("filer_user".into(), filer.user.clone().into());
+    }
+    payload
+}
+
+/// A capability's stored payload: the capability and its number's year.
+fn capability_payload(capability: &Capability) -> Payload {
+    let mut payload = to_payload(capability);
+    let year = parse_number(&capability.number).map_or(0, |(year, _)| year);
+    payload.insert("year".into(), year.into());
+    payload
+}
 
 fn validate_demand(content: &DemandContent) -> Result<(), ListingError> {
     let missing: Vec<&str> = [

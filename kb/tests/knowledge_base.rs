@@ -16,8 +16,8 @@ use kb::import::{parse_csv, parse_jsonl, to_csv, to_jsonl_line};
 use kb::store::edge::EdgeStore;
 use kb::store::server::{ServerConfig, ServerStore};
 use kb::store::{
-    CollectionSpec, Filter, Hit, NewPoint, Order, PointStore, Record, SearchRequest, StoreError,
-    Writers,
+    CollectionSpec, Filter, Hit, NewPoint, Order, Payload, PointStore, Record, SearchRequest,
+    StoreError, Writers,
 };
 use kb::workflow::{Action, WorkflowError};
 use kb::{Calibration, Decision, ImportOptions, KbError, KnowledgeBase, ListFilter, SearchFilter};
@@ -774,6 +774,14 @@ impl PointStore for CountingStore {
     }
     async fn upsert(&self, collection: &str, points: Vec<NewPoint>) -> Result<(), StoreError> {
         self.inner.upsert(collection, points).await
+    }
+    async fn replace_payload(
+        &self,
+        collection: &str,
+        id: Uuid,
+        payload: Payload,
+    ) -> Result<(), StoreError> {
+        self.inner.replace_payload(collection, id, payload).await
     }
     async fn delete(&self, collection: &str, ids: Vec<Uuid>) -> Result<(), StoreError> {
         self.inner.delete(collection, ids).await

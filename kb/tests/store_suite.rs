@@ -393,6 +393,71 @@ async fn suite(store: Arc<dyn PointStore>) {
             .expect("count"),
         1
     );
+
+    payload_replacement_keeps_the_vectors(&*store).await;
+}
+
+/// `replace_payload` swaps the whole payload (and what its indexes
+/// find) while the point stays findable by both of its vectors.
+async fn payload_replacement_keeps_the_vectors(store: &dyn PointStore) {
+    let c = "suite_payloads";
+    store.ensure_collection(&spec(c)).await.expect("create");
+    store
+        .upsert(
+            c,
+            vec![point(
+                30,
+                [0.0, 0.0, 0.0, 1.0],
+                &["玉米", "螟虫"],
+                json!({"colour": "red", "rank": 1}),
+            )],
+        )
+        .await
+        .expect("upsert");
+    store
+        .replace_payload(
+            c,
+            Uuid::from_u128(30),
+            payload(json!({"colour": "blue", "tags": ["new"]})),
+        )
+        .await
+        .expect("replace payload");
+
+    let got = store.get(c, vec![Uuid::from_u128(30)]).await.expect("get");
+    assert_eq!(
+        got[0].payload,
+        payload(json!({"colour": "blue", "tags": ["new"]}))
+    );
+    let red = Filter::must(Condition::keyword("colour", "red"));
+    assert_eq!(store.count(c, red).await.expect("count"), 0);
+    let blue = Filter::must(Condition::keyword("colour", "blue"));
+    for query in [
+        QueryVector::Dense(vec![0.0, 0.0, 0.0, 1.0]),
+        QueryVector::Lexical(query_vector(&words(&["螟虫"]))),
+    ] {
+        let hits = store
+            .search(SearchRequest {
+                collection: c.into(),
+                query,
+                filter: blue.clone(),
+                limit: 5,
+                exactness: Exactness::Exact,
+            })
+            .await
+            .expect("search");
+        assert_eq!(
+            hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![Uuid::from_u128(30)]
+        );
+        assert_eq!(hits[0].payload["colour"], json!("blue"));
+    }
+
+    let missing = store
+        .replace_payload(c, Uuid::from_u128(31), payload(json!({"colour": "red"})))
+        .await;
+    assert!(missing.is_err(), "a missing point's payload was replaced");
+    assert_eq!(store.count(c, Filter::default()).await.expect("count"), 1);
+    store.drop_collection(c).await.expect("drop");
 }
 
 /// A collection whose `key` is first an ordinary keyword field and then,

@@ -27,11 +27,11 @@ use qdrant_edge::{
     CountRequest, CreateIndex, DateTimeWrapper, Direction, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations,
     JsonPath, KeywordIndexParams, Match, Modifier, NamedQuery, OrderBy, OrderByInterface,
-    PayloadFieldSchema, PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QuantizationConfig, QuantizationSearchParams, QueryEnum,
-    QueryRequest, Range, ScalarQuantizationConfig, ScalarType, ScoringQuery, ScrollRequest,
-    SearchParams, UpdateOperation, Vector, VectorInternal, VectorStructInternal, Vectors,
-    WithPayloadInterface, WithVector,
+    PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, QuantizationConfig,
+    QuantizationSearchParams, QueryEnum, QueryRequest, Range, ScalarQuantizationConfig, ScalarType,
+    ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, UpdateOperation, Vector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -614,6 +614,27 @@ impl PointStore for EdgeStore {
                 UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                     PointInsertOperations::PointsList(points),
                 )),
+            )
+        })
+        .await
+    }
+
+    async fn replace_payload(
+        &self,
+        collection: &str,
+        id: Uuid,
+        payload: super::Payload,
+    ) -> Result<(), StoreError> {
+        let collection = collection.to_owned();
+        self.blocking(move |inner| {
+            inner.write(
+                &collection,
+                UpdateOperation::PayloadOperation(PayloadOps::OverwritePayload(SetPayloadOp {
+                    payload: qdrant_edge::Payload(payload),
+                    points: Some(vec![PointId::Uuid(id)]),
+                    filter: None,
+                    key: None,
+                })),
             )
         })
         .await

@@ -286,6 +286,16 @@ pub trait PointStore: Send + Sync + 'static {
     /// Writes points, replacing any with the same ids; durable on return.
     async fn upsert(&self, collection: &str, points: Vec<NewPoint>) -> Result<(), StoreError>;
 
+    /// Replaces the whole payload of one existing point and keeps its
+    /// vectors, so a change that leaves the embedded text alone needs no
+    /// model pass; durable on return. An error if the point does not exist.
+    async fn replace_payload(
+        &self,
+        collection: &str,
+        id: Uuid,
+        payload: Payload,
+    ) -> Result<(), StoreError>;
+
     /// Deletes points by id; durable on return.
     async fn delete(&self, collection: &str, ids: Vec<Uuid>) -> Result<(), StoreError>;
 

@@ -14,7 +14,7 @@ use qdrant_client::qdrant::{
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, GetPointsBuilder,
     KeywordIndexParamsBuilder, Modifier, NamedVectors, PointId, PointStruct, PointsIdsList,
     QuantizationSearchParamsBuilder, Query, QueryPointsBuilder, ScalarQuantizationBuilder,
-    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SetPayloadPointsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, VectorInput, VectorParamsBuilder,
     VectorsConfigBuilder, point_id::PointIdOptions,
 };
@@ -339,6 +339,28 @@ impl PointStore for ServerStore {
             .collect();
         self.client
             .upsert_points(UpsertPointsBuilder::new(self.name(collection), points).wait(true))
+            .await
+            .map_err(server_error)?;
+        Ok(())
+    }
+
+    async fn replace_payload(
+        &self,
+        collection: &str,
+        id: Uuid,
+        payload: super::Payload,
+    ) -> Result<(), StoreError> {
+        self.client
+            .overwrite_payload(
+                SetPayloadPointsBuilder::new(
+                    self.name(collection),
+                    qdrant_client::Payload::from(payload),
+                )
+                .points_selector(PointsIdsList {
+                    ids: vec![PointId::from(id.to_string())],
+                })
+                .wait(true),
+            )
             .await
             .map_err(server_error)?;
         Ok(())
