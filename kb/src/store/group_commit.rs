@@ -59,8 +59,9 @@ impl GroupCommit {
     /// runs on this thread if this writer is the last of its group.
     ///
     /// If `update` fails, nothing is flushed for it and its error is
-    /// returned. If `flush` panics, the panic reaches this caller and the
-    /// writers of its group flush again themselves.
+    /// returned; if it panics, the panic reaches this caller. If `flush`
+    /// panics, the panic reaches this caller and the writers of its group
+    /// flush again themselves.
     pub(super) fn write<E>(
         &self,
         update: impl FnOnce() -> Result<(), E>,
@@ -72,10 +73,11 @@ impl GroupCommit {
             self.changed.wait(&mut progress);
         }
         progress.waiting_to_apply -= 1;
-        let applied = update();
-        // A writer about to flush may be waiting for this one to apply.
+        let applied = catch_unwind(AssertUnwindSafe(update));
+        // A writer about to flush may be waiting for this one to apply,
+        // even if the update panicked.
         self.changed.notify_all();
-        applied?;
+        applied.unwrap_or_else(|panic| resume_unwind(panic))?;
         progress.applied += 1;
         let ticket = progress.applied;
         loop {
@@ -272,6 +274,26 @@ mod tests {
         )
         .expect("the fake update cannot fail");
         assert_eq!(gate.flushes(), 2);
+        assert_eq!(shard.durable.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_update_leaves_the_gate_usable() {
+        let gate = GroupCommit::default();
+        let shard = FakeShard::default();
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            gate.write::<()>(|| panic!("update failed"), || shard.flush())
+        }));
+        assert!(panicked.is_err());
+        gate.write::<()>(
+            || {
+                shard.update();
+                Ok(())
+            },
+            || shard.flush(),
+        )
+        .expect("the fake update cannot fail");
+        assert_eq!(gate.flushes(), 1);
         assert_eq!(shard.durable.load(Ordering::SeqCst), 1);
     }
 
