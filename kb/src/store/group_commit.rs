@@ -178,6 +178,18 @@ mod tests {
         }
     }
 
+    /// One write through the gate to the fake shard.
+    fn write_one(gate: &GroupCommit, shard: &FakeShard) {
+        gate.write::<()>(
+            || {
+                shard.update();
+                Ok(())
+            },
+            || shard.flush(),
+        )
+        .expect("the fake update cannot fail");
+    }
+
     #[test]
     fn every_acknowledged_write_is_durable_and_concurrent_writers_share_flushes() {
         const WRITERS: usize = 8;
@@ -226,14 +238,7 @@ mod tests {
         let gate = GroupCommit::default();
         let shard = FakeShard::default();
         for expected in 1..=3 {
-            gate.write::<()>(
-                || {
-                    shard.update();
-                    Ok(())
-                },
-                || shard.flush(),
-            )
-            .expect("the fake update cannot fail");
+            write_one(&gate, &shard);
             assert_eq!(shard.durable.load(Ordering::SeqCst), expected);
         }
         assert_eq!(gate.flushes(), 3);
@@ -246,14 +251,7 @@ mod tests {
         let failed = gate.write(|| Err("rejected"), || shard.flush());
         assert_eq!(failed, Err("rejected"));
         assert_eq!(gate.flushes(), 0);
-        gate.write::<()>(
-            || {
-                shard.update();
-                Ok(())
-            },
-            || shard.flush(),
-        )
-        .expect("the fake update cannot fail");
+        write_one(&gate, &shard);
         assert_eq!(shard.durable.load(Ordering::SeqCst), 1);
     }
 
@@ -265,14 +263,7 @@ mod tests {
             gate.write::<()>(|| Ok(()), || panic!("flush failed"))
         }));
         assert!(panicked.is_err());
-        gate.write::<()>(
-            || {
-                shard.update();
-                Ok(())
-            },
-            || shard.flush(),
-        )
-        .expect("the fake update cannot fail");
+        write_one(&gate, &shard);
         assert_eq!(gate.flushes(), 2);
         assert_eq!(shard.durable.load(Ordering::SeqCst), 1);
     }
@@ -285,14 +276,7 @@ mod tests {
             gate.write::<()>(|| panic!("update failed"), || shard.flush())
         }));
         assert!(panicked.is_err());
-        gate.write::<()>(
-            || {
-                shard.update();
-                Ok(())
-            },
-            || shard.flush(),
-        )
-        .expect("the fake update cannot fail");
+        write_one(&gate, &shard);
         assert_eq!(gate.flushes(), 1);
         assert_eq!(shard.durable.load(Ordering::SeqCst), 1);
     }
@@ -305,14 +289,7 @@ mod tests {
             let (gate, shard) = (gate.clone(), shard.clone());
             std::thread::spawn(move || {
                 for _ in 0..20 {
-                    gate.write::<()>(
-                        || {
-                            shard.update();
-                            Ok(())
-                        },
-                        || shard.flush(),
-                    )
-                    .expect("the fake update cannot fail");
+                    write_one(&gate, &shard);
                 }
             })
         };
