@@ -34,8 +34,8 @@ const MOST_UPDATES_PER_FLUSH: u64 = 256;
 #[derive(Default)]
 pub(super) struct GroupCommit {
     progress: Mutex<Progress>,
-    /// Signalled when an update has been applied, a writer has given up
-    /// waiting to apply, or a flush has ended.
+    /// Signalled when a writer has tried its update (applied, failed or
+    /// panicked) and when a flush has ended.
     changed: Condvar,
 }
 
