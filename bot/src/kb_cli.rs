@@ -295,6 +295,26 @@ pub struct ActorArgs {
     actor: String,
 }
 
+/// Builds the search index after a bulk write, so the server starts on
+/// an indexed store (`wenke serve` keeps it built afterwards; a Qdrant
+/// server builds its own).
+async fn build_search_index(kb: &KnowledgeBase) -> anyhow::Result<()> {
+    if !kb.index_needs_optimizing() {
+        return Ok(());
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message("building the search index (HNSW)");
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    kb.optimize().await?;
+    spinner.finish_and_clear();
+    println!(
+        "search index built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn progress_bar(label: &'static str) -> impl Fn(usize, usize) + Sync {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -362,6 +382,9 @@ pub async fn run(store: &StoreArgs, command: KbCommand) -> anyhow::Result<i32> {
             );
             for error in &report.errors {
                 eprintln!("{}: {}", error.origin, error.message);
+            }
+            if report.created + report.updated > 0 {
+                build_search_index(&kb).await?;
             }
             Ok(if report.errors.is_empty() { 0 } else { 1 })
         }
@@ -452,6 +475,7 @@ pub async fn run(store: &StoreArgs, command: KbCommand) -> anyhow::Result<i32> {
         KbCommand::Reindex => {
             let name = kb.reindex(&progress_bar("re-indexing")).await?;
             println!("search index rebuilt as {name}");
+            build_search_index(&kb).await?;
             Ok(0)
         }
         KbCommand::Optimize => {

@@ -19,6 +19,7 @@
 //! - [`outreach`]: personalised push (精准科普) to opted-in users.
 //! - [`report`]: analytics and the weekly report from the turn log.
 //! - [`china`]: China days, in which everything is counted.
+//! - [`upkeep`]: the embedded store's search index kept built while serving.
 
 mod admission;
 pub mod china;
@@ -40,5 +41,6 @@ pub mod routing;
 pub mod safety;
 pub mod session;
 pub mod turns;
+pub mod upkeep;
 
 pub use engine::{Engine, EngineConfig, EngineError};

@@ -15,6 +15,7 @@ use bot::ip_limit::IpLimit;
 use bot::jobs::{WorkerConfig, spawn_workers};
 use bot::retention::{PRUNE_EVERY, TurnRetention, prune_turns};
 use bot::turns::TurnLog;
+use bot::upkeep::{self, IndexToKeep, keep_index_optimized};
 use webhooks::telegram::{TelegramConfig, TelegramMode};
 use webhooks::wechat::account::AccountConfig;
 use webhooks::wechat::service::{
@@ -264,6 +265,10 @@ pub async fn serve(
     let turns = engine.turns().clone();
     let pruning =
         retention.map(|retention| tokio::spawn(prune_periodically(turns.clone(), retention)));
+    let index_upkeep = engine.kb().index_needs_optimizing().then(|| {
+        let index: Arc<dyn IndexToKeep> = Arc::clone(engine.kb()) as Arc<dyn IndexToKeep>;
+        tokio::spawn(keep_index_optimized(index, upkeep::CHECK_EVERY))
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -272,6 +277,9 @@ pub async fn serve(
     .await?;
     if let Some(pruning) = pruning {
         pruning.abort();
+    }
+    if let Some(index_upkeep) = index_upkeep {
+        index_upkeep.abort();
     }
     workers.stop(JOB_GRACE).await;
     turns.flush().await?;

@@ -1399,7 +1399,26 @@ impl KnowledgeBase {
         Ok(name)
     }
 
-    /// Builds the search index's HNSW graphs (blocking work, on a worker thread).
+    /// How many local writes the knowledge base has made since it opened
+    /// (and dictionary changes, which make cached results stale the same
+    /// way). A caller that remembers the figure can tell whether anything
+    /// changed since, as the serving process's index upkeep does.
+    pub fn write_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether the search index must be built by calling
+    /// [`Self::optimize`] after writes (the embedded store) rather than
+    /// by the store itself (a Qdrant server).
+    pub fn index_needs_optimizing(&self) -> bool {
+        !self.store.indexes_itself()
+    }
+
+    /// Builds the search index's HNSW graphs and int8 copies where a
+    /// segment has grown past Qdrant's indexing threshold (blocking work,
+    /// on a worker thread); quick when nothing needs building. Writes to
+    /// the index wait while a build runs; searches go on, on the old
+    /// segments.
     pub async fn optimize(&self) -> Result<(), KbError> {
         self.store.optimize(INDEX_ALIAS).await?;
         Ok(())

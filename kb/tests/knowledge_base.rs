@@ -757,6 +757,9 @@ impl PointStore for CountingStore {
     fn writers(&self) -> Writers {
         self.writers
     }
+    fn indexes_itself(&self) -> bool {
+        self.inner.indexes_itself()
+    }
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), StoreError> {
         self.inner.ensure_collection(spec).await
     }

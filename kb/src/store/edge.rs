@@ -565,6 +565,10 @@ impl PointStore for EdgeStore {
         "embedded"
     }
 
+    fn indexes_itself(&self) -> bool {
+        false
+    }
+
     fn writers(&self) -> Writers {
         self.writers
     }

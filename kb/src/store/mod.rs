@@ -259,6 +259,13 @@ pub trait PointStore: Send + Sync + 'static {
     /// what was read can be trusted without reading it again.
     fn writers(&self) -> Writers;
 
+    /// Whether the store builds its search indexes (HNSW graphs, the int8
+    /// copies) by itself as points arrive. A Qdrant server does, in the
+    /// background; the embedded store builds them only inside
+    /// [`PointStore::optimize`], so whoever writes to it must call that,
+    /// off the request path, or its searches stay exact scans.
+    fn indexes_itself(&self) -> bool;
+
     /// Whether the store is still reading collections it just loaded into
     /// memory. Searches are correct meanwhile, only slower, so `wenke
     /// serve`'s `/readyz` reports not ready until this is over (also,

@@ -179,6 +179,10 @@ impl PointStore for ServerStore {
         "server"
     }
 
+    fn indexes_itself(&self) -> bool {
+        true
+    }
+
     fn writers(&self) -> Writers {
         Writers::Shared
     }
