@@ -368,6 +368,7 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
         let realistic = realistic.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut splits = Vec::new();
             let mut errors = 0usize;
             let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
             let mut shares: std::collections::BTreeMap<Share, (Vec<f64>, usize)> =
@@ -414,16 +415,27 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                     None => web_request(&client, base, &user, question).await,
                     Some(account) => {
                         let message_id = format!("{run_stamp}{index:03}{next:09}");
-                        wechat_request(&client, base, account, &user, &message_id, question).await
+                        wechat_request(&client, base, account, &user, &message_id, question)
+                            .await
+                            .map(|kind| Answered {
+                                kind,
+                                vector_ms: None,
+                            })
                     }
                 };
                 let elapsed = started.elapsed().as_secs_f64() * 1000.0;
                 let share = shares.entry(share).or_default();
                 match outcome {
-                    Some(kind) => {
+                    Some(Answered { kind, vector_ms }) => {
                         if kind != "late" {
                             latencies.push(elapsed);
                             share.0.push(elapsed);
+                        }
+                        if let Some(vector_ms) = vector_ms {
+                            splits.push(LatencySplit {
+                                vector_ms,
+                                beyond_vector_ms: elapsed - vector_ms,
+                            });
                         }
                         *kinds.entry(kind).or_default() += 1;
                     }
@@ -433,16 +445,18 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
                     }
                 }
             }
-            (latencies, errors, kinds, shares)
+            (latencies, splits, errors, kinds, shares)
         }));
     }
     let mut latencies = Vec::new();
+    let mut splits = Vec::new();
     let mut errors = 0;
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
     let mut shares: std::collections::BTreeMap<Share, (Vec<f64>, usize)> = Default::default();
     for task in tasks {
-        let (mut l, e, k, s) = task.await?;
+        let (mut l, mut split, e, k, s) = task.await?;
         latencies.append(&mut l);
+        splits.append(&mut split);
         errors += e;
         for (kind, n) in k {
             *kinds.entry(kind).or_default() += n;
@@ -474,6 +488,7 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(0.0)
     );
     println!("reply kinds: {kinds:?}");
+    print_latency_split(&splits);
     if config.mix == Mix::Realistic {
         for (share, (mut latencies, errors)) in shares {
             latencies.sort_by(|a, b| a.total_cmp(b));
@@ -489,13 +504,65 @@ pub async fn run(config: &ChatBenchConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One web chat question; the reply's kind, `None` on failure.
+/// A reply that came back.
+struct Answered {
+    /// The reply's kind (`late` for a WeChat reply that missed its budget).
+    kind: String,
+    /// The server's `Server-Timing` `vector` figure, when it sent one.
+    vector_ms: Option<f64>,
+}
+
+/// One reply's latency split at the server's query-vector time.
+struct LatencySplit {
+    vector_ms: f64,
+    beyond_vector_ms: f64,
+}
+
+/// Prints how much of the latency is the query vector and how much is
+/// everything else (HTTP, routing, search, rendering, the turn log, and
+/// the client), per reply: the issue's "p50 ≤ query-embedding time + 2
+/// ms" is the p50 of the second.
+fn print_latency_split(splits: &[LatencySplit]) {
+    if splits.is_empty() {
+        return;
+    }
+    let mut vector: Vec<f64> = splits.iter().map(|s| s.vector_ms).collect();
+    let mut beyond: Vec<f64> = splits.iter().map(|s| s.beyond_vector_ms).collect();
+    vector.sort_by(|a, b| a.total_cmp(b));
+    beyond.sort_by(|a, b| a.total_cmp(b));
+    let embedded = vector.iter().filter(|&&ms| ms >= 1.0).count();
+    println!(
+        "query vector (Server-Timing): p50 {:.2} ms, p99 {:.2} ms; {embedded} of {} replies waited ≥ 1 ms for it",
+        percentile(&vector, 0.50),
+        percentile(&vector, 0.99),
+        splits.len()
+    );
+    println!(
+        "latency beyond the query vector, per reply: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        percentile(&beyond, 0.50),
+        percentile(&beyond, 0.95),
+        percentile(&beyond, 0.99)
+    );
+}
+
+/// The `vector` figure of a `Server-Timing` header, in milliseconds.
+fn vector_millis(server_timing: &str) -> Option<f64> {
+    server_timing.split(',').find_map(|metric| {
+        let mut parts = metric.trim().split(';');
+        if parts.next()? != "vector" {
+            return None;
+        }
+        parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())
+    })
+}
+
+/// One web chat question; `None` on failure.
 async fn web_request(
     client: &reqwest::Client,
     base: &str,
     user: &str,
     question: &str,
-) -> Option<String> {
+) -> Option<Answered> {
     let response = client
         .post(format!("{base}/api/chat"))
         .json(&serde_json::json!({ "user_id": user, "text": question }))
@@ -505,8 +572,16 @@ async fn web_request(
     if !response.status().is_success() {
         return None;
     }
+    let vector_ms = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .and_then(vector_millis);
     let reply: serde_json::Value = response.json().await.ok()?;
-    Some(reply["kind"].as_str().unwrap_or("?").to_owned())
+    Some(Answered {
+        kind: reply["kind"].as_str().unwrap_or("?").to_owned(),
+        vector_ms,
+    })
 }
 
 /// One text message to `/wechat`, signed (and in safe mode encrypted) as
@@ -567,6 +642,20 @@ async fn wechat_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vector_figure_is_read_from_server_timing() {
+        assert_eq!(
+            vector_millis("vector;dur=6.250, engine;dur=8.000"),
+            Some(6.25)
+        );
+        assert_eq!(
+            vector_millis("engine;dur=8, vector;desc=\"q\";dur=0.5"),
+            Some(0.5)
+        );
+        assert_eq!(vector_millis("engine;dur=8.000"), None);
+        assert_eq!(vector_millis("vector;dur=x"), None);
+    }
 
     #[test]
     fn zipf_ranks_are_drawn_by_popularity() {

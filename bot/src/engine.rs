@@ -30,7 +30,7 @@ use serde::Serialize;
 use uuid::Uuid;
 use webhooks::message::{
     Block, BlockRole, Channel, Citation, Content, FollowUp, Handler, HandlerError, Incoming, Push,
-    QuickReply, Rating, Reply, ReplyKind, UserKey,
+    QuickReply, Rating, Reply, ReplyKind, ReplyTiming, UserKey,
 };
 
 use crate::admission::Admission;
@@ -198,6 +198,7 @@ impl Handled {
             quick_replies: self.quick_replies,
             confidence: self.confidence,
             feedback: self.feedback,
+            timing: None,
         }
     }
 
@@ -217,6 +218,9 @@ struct Turn<'a> {
     id: String,
     user: &'a UserKey,
     session: Session,
+    /// How long this turn waited for query vectors (the model, or its
+    /// cache), reported to the web client beside the total.
+    vector_time: Duration,
 }
 
 /// Commands that quick-reply buttons send.
@@ -841,6 +845,7 @@ impl Engine {
             id: String::new(),
             user: &user,
             session: Session::default(),
+            vector_time: Duration::ZERO,
         };
         let answered_as_question = decision.route == Route::ScienceQuestion
             || (decision.route == Route::TechDemand && decision.confidence < FORM_MIN_CONFIDENCE);
@@ -898,15 +903,40 @@ impl Engine {
         query: &kb::text::AnalyzedQuery,
         editable: &Editable,
     ) -> Result<RouteDecision, EngineError> {
+        Ok(self.decide_timed(query, editable).await?.0)
+    }
+
+    /// [`Self::decide`] within a turn, which counts the query vector's time.
+    async fn decide_in_turn(
+        &self,
+        query: &kb::text::AnalyzedQuery,
+        editable: &Editable,
+        turn: &mut Turn<'_>,
+    ) -> Result<RouteDecision, EngineError> {
+        let (decision, vector_time) = self.decide_timed(query, editable).await?;
+        turn.vector_time += vector_time;
+        Ok(decision)
+    }
+
+    /// The decision and how long its query vector took.
+    async fn decide_timed(
+        &self,
+        query: &kb::text::AnalyzedQuery,
+        editable: &Editable,
+    ) -> Result<(RouteDecision, Duration), EngineError> {
         let analyzer = self.kb.analyzer();
         let started = Instant::now();
         let vector = self
             .kb
             .embed_query(&analyzer.embedding_text(&query.rewritten))
             .await?;
-        crate::metrics::global().step(crate::metrics::Step::Vector, started.elapsed());
+        let vector_time = started.elapsed();
+        crate::metrics::global().step(crate::metrics::Step::Vector, vector_time);
         let signals = Self::signals(editable, &query.rewritten);
-        Ok(editable.router.route(&query.normalised, &vector, signals))
+        Ok((
+            editable.router.route(&query.normalised, &vector, signals),
+            vector_time,
+        ))
     }
 
     /// Turns waiting for their place in the engine right now.
@@ -923,6 +953,7 @@ impl Engine {
             id: TurnLog::new_turn_id(),
             user: &message.user,
             session,
+            vector_time: Duration::ZERO,
         };
         let rate_key = format!("rate:{}", message.user.storage_key());
         let allowed = self
@@ -956,7 +987,8 @@ impl Engine {
         let route = std::mem::take(&mut handled.route);
         let route_confidence = handled.route_confidence;
         let resolved_query = handled.resolved_query.take();
-        let reply = handled.into_reply(turn.id.clone());
+        let mut reply = handled.into_reply(turn.id.clone());
+        let vector_time = turn.vector_time;
         let latency_ms = started.elapsed().as_secs_f32() * 1000.0;
         let record = TurnRecord {
             turn_id: turn.id,
@@ -991,6 +1023,10 @@ impl Engine {
             "turn"
         );
         self.turns.record(record).await?;
+        reply.timing = Some(ReplyTiming {
+            vector: vector_time,
+            engine: started.elapsed(),
+        });
         Ok(reply)
     }
 
@@ -1130,7 +1166,7 @@ impl Engine {
                 // A science question asked in the middle of a form is
                 // answered, and the form waits for its answer.
                 if rule.is_none() && looks_like_a_question(normalised) {
-                    let decision = self.decide(&query, editable).await?;
+                    let decision = self.decide_in_turn(&query, editable, turn).await?;
                     if decision.route == Route::ScienceQuestion
                         && decision.confidence >= FORM_ESCAPE_MIN_CONFIDENCE
                     {
@@ -1164,7 +1200,7 @@ impl Engine {
 
         let decision = match Router::by_rule(normalised) {
             Some(decision) => decision,
-            None => self.decide(&query, editable).await?,
+            None => self.decide_in_turn(&query, editable, turn).await?,
         };
         let mut handled = match decision.route {
             Route::ScienceQuestion => {

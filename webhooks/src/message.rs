@@ -323,6 +323,19 @@ pub struct Reply {
     pub confidence: f32,
     /// Whether the user can rate this reply (👍/👎).
     pub feedback: bool,
+    /// Where the engine's time went, for the web API's `Server-Timing`
+    /// header; never stored with a reply (a replayed reply took no time).
+    #[serde(skip)]
+    pub timing: Option<ReplyTiming>,
+}
+
+/// Where the engine's time on one reply went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTiming {
+    /// Waiting for query vectors: the embedding model, or its cache.
+    pub vector: std::time::Duration,
+    /// The whole turn in the engine, from admission to the turn logged.
+    pub engine: std::time::Duration,
 }
 
 /// Separates blocks in plain text.
@@ -340,6 +353,7 @@ impl Reply {
             quick_replies: Vec::new(),
             confidence: 0.0,
             feedback: false,
+            timing: None,
         }
     }
 
@@ -569,6 +583,7 @@ mod tests {
             quick_replies: Vec::new(),
             confidence: 1.0,
             feedback: true,
+            timing: None,
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,7 +25,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::message::{
     Block, Channel, Citation, Handler, HandlerError, Incoming, QuickReply, Rating, Reply,
-    ReplyKind, UserKey,
+    ReplyKind, ReplyTiming, UserKey,
 };
 
 /// Largest request body accepted.
@@ -173,9 +173,31 @@ async fn chat(
         .filter(|id| !id.trim().is_empty())
         .map(|id| id.chars().take(64).collect());
     match within_deadline(handler.handle(message)).await {
-        Ok(reply) => Json(WireReply::from(&reply)).into_response(),
+        Ok(reply) => {
+            let mut response = Json(WireReply::from(&reply)).into_response();
+            if let Some(value) = reply.timing.and_then(server_timing) {
+                response.headers_mut().insert(SERVER_TIMING, value);
+            }
+            response
+        }
         Err(e) => handler_error(e),
     }
+}
+
+/// The `Server-Timing` header (W3C Server Timing), which browsers' tools
+/// show and `wenke bench chat` reads to tell the model's share of a
+/// reply's latency from the rest.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `vector;dur=6.250, engine;dur=8.000`: milliseconds with microseconds.
+fn server_timing(timing: ReplyTiming) -> Option<HeaderValue> {
+    let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+    let value = format!(
+        "vector;dur={:.3}, engine;dur={:.3}",
+        millis(timing.vector),
+        millis(timing.engine)
+    );
+    HeaderValue::from_str(&value).ok()
 }
 
 /// Runs a handler call within [`REQUEST_TIMEOUT`]; past it the user gets
@@ -294,6 +316,10 @@ mod tests {
                 quick_replies: vec![QuickReply::new("详细", "详细")],
                 confidence: 0.9,
                 feedback: true,
+                timing: Some(ReplyTiming {
+                    vector: Duration::from_micros(6_250),
+                    engine: Duration::from_micros(8_000),
+                }),
             })
         }
 
@@ -313,18 +339,17 @@ mod tests {
         }
     }
 
-    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>, Option<String>) {
+    async fn call(
+        app: &Router,
+        request: Request<Body>,
+    ) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
         let response = app.clone().oneshot(request).await.expect("response");
         let status = response.status();
-        let csp = response
-            .headers()
-            .get(header::CONTENT_SECURITY_POLICY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
-        (status, bytes.to_vec(), csp)
+        (status, bytes.to_vec(), headers)
     }
 
     fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
@@ -394,7 +419,7 @@ mod tests {
     async fn chat_turns_a_request_into_a_web_message_and_returns_the_reply() {
         let echo = Arc::new(Echo::default());
         let app = router(echo.clone());
-        let (status, body, _) = call(
+        let (status, body, headers) = call(
             &app,
             post(
                 "/api/chat",
@@ -409,6 +434,10 @@ mod tests {
         assert_eq!(reply["blocks"][1]["role"], "source");
         assert_eq!(reply["quick_replies"][0]["text"], "详细");
         assert_eq!(reply["turn_id"], "turn-1");
+        assert_eq!(
+            headers.get("server-timing").and_then(|v| v.to_str().ok()),
+            Some("vector;dur=6.250, engine;dur=8.000")
+        );
         let seen = echo.seen.lock();
         assert_eq!(seen[0].user, UserKey::new(Channel::Web, "u1"));
         assert_eq!(seen[0].message_id.as_deref(), Some("m-1"));
@@ -493,12 +522,15 @@ mod tests {
     async fn the_page_and_its_assets_are_served_locally_with_a_strict_policy() {
         let app = router(Arc::new(Echo::default()));
         for path in ["/", "/static/chat.js", "/static/chat.css"] {
-            let (status, body, csp) = call(
+            let (status, body, headers) = call(
                 &app,
                 Request::get(path).body(Body::empty()).expect("request"),
             )
             .await;
             assert_eq!(status, StatusCode::OK, "{path}");
+            let csp = headers
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok());
             assert!(csp.is_some_and(|p| p.contains("default-src 'none'")));
             let text = String::from_utf8(body).expect("utf-8");
             for external in [
