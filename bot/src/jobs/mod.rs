@@ -18,7 +18,8 @@
 //! Publishing (and its embedding) and HNSW optimisation are not jobs:
 //! publishing embeds inside the knowledge base's write journal, so an
 //! acknowledged publish is already complete; optimisation is derived from
-//! the stored points and is rescheduled whenever the KB opens.
+//! the stored points, and the index upkeep ([`crate::upkeep`]) runs it
+//! when `serve` starts and after writes.
 
 mod redis;
 mod store;
