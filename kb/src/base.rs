@@ -284,8 +284,8 @@ pub struct KnowledgeBase {
     /// checks).
     entries_read: ReadCache<Uuid, Entry>,
     /// Bumped by every local write; cached reads of an older generation
-    /// are not used.
-    generation: AtomicU64,
+    /// are not used. Shared with the tasks that write changes.
+    generation: Arc<AtomicU64>,
 }
 
 /// What published entries are about, for reading follow-up questions; see
@@ -599,7 +599,7 @@ impl KnowledgeBase {
             embeddings: Mutex::new(LruCache::new(cache_size(EMBEDDING_CACHE))),
             searches: ReadCache::new(SEARCH_CACHE, writers),
             entries_read: ReadCache::new(PUBLISHED_ENTRY_CACHE, writers),
-            generation: AtomicU64::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
         };
         kb.recover().await?;
         kb.backfill_search_terms().await?;
@@ -1108,51 +1108,39 @@ impl KnowledgeBase {
         // Embedding happens before anything is written, so a model failure
         // leaves the store untouched.
         let index_points = self.index_points(&journal.entries).await?;
-        let journal_id = Uuid::new_v4();
-        self.store
-            .upsert(
-                JOURNAL,
-                vec![NewPoint {
-                    id: journal_id,
-                    dense: None,
-                    lexical: None,
-                    payload: to_payload(&journal),
-                }],
-            )
-            .await?;
-        let applied = self.apply_journal(&journal, index_points).await;
-        // Even a half-applied change may be visible: forget cached results.
-        self.changed();
-        applied?;
-        self.store.delete(JOURNAL, vec![journal_id]).await?;
-        Ok(())
-    }
-
-    async fn apply_journal(
-        &self,
-        journal: &Journal,
-        index_points: Vec<NewPoint>,
-    ) -> Result<(), KbError> {
-        let revision_points = journal
-            .revisions
-            .iter()
-            .map(|revision| NewPoint {
-                id: revision_id(revision),
-                dense: None,
-                lexical: None,
-                payload: to_payload(revision),
-            })
-            .collect();
-        self.store.upsert(REVISIONS, revision_points).await?;
-        let entry_points = journal.entries.iter().map(entry_point).collect();
-        self.store.upsert(ENTRIES, entry_points).await?;
-        // New points first, stale ones after: a published entry being edited
-        // stays findable throughout.
-        self.store.upsert(INDEX_ALIAS, index_points).await?;
-        self.store
-            .delete(INDEX_ALIAS, journal.stale_index_points.clone())
-            .await?;
-        Ok(())
+        // The writing runs as a task of its own, so a caller that gives up
+        // (an HTTP deadline while the index is being built, a client gone)
+        // cannot stop a change half-way: left half-applied, its journal
+        // record would wait for the next open to be finished, and the
+        // cached results would not know of what was written.
+        let store = Arc::clone(&self.store);
+        let generation = Arc::clone(&self.generation);
+        let writing = tokio::spawn(async move {
+            let journal_id = Uuid::new_v4();
+            store
+                .upsert(
+                    JOURNAL,
+                    vec![NewPoint {
+                        id: journal_id,
+                        dense: None,
+                        lexical: None,
+                        payload: to_payload(&journal),
+                    }],
+                )
+                .await?;
+            let applied = apply_journal(store.as_ref(), &journal, index_points).await;
+            // Even a half-applied change may be visible: forget cached results.
+            generation.fetch_add(1, Ordering::Release);
+            applied?;
+            store.delete(JOURNAL, vec![journal_id]).await?;
+            Ok(())
+        });
+        writing.await.unwrap_or_else(|failed| {
+            Err(KbError::Store(StoreError::Storage {
+                collection: JOURNAL.to_owned(),
+                message: format!("the task writing a change failed: {failed}"),
+            }))
+        })
     }
 
     /// Finishes changes a crash interrupted.
@@ -1176,7 +1164,7 @@ impl KnowledgeBase {
                 Vec::new()
             };
             if index_exists {
-                self.apply_journal(&journal, index_points).await?;
+                apply_journal(self.store.as_ref(), &journal, index_points).await?;
             } else {
                 // No index yet: open() builds it from the entries afterwards.
                 let entries_only = Journal {
@@ -1746,6 +1734,36 @@ struct SignalHits {
     vector: Vec<f32>,
     dense: Vec<crate::store::Hit>,
     lexical: Vec<crate::store::Hit>,
+}
+
+/// Writes a journal record's revisions, entries and index points; each
+/// step an idempotent upsert or delete by id, so running it again after a
+/// crash finishes the change.
+async fn apply_journal(
+    store: &dyn PointStore,
+    journal: &Journal,
+    index_points: Vec<NewPoint>,
+) -> Result<(), KbError> {
+    let revision_points = journal
+        .revisions
+        .iter()
+        .map(|revision| NewPoint {
+            id: revision_id(revision),
+            dense: None,
+            lexical: None,
+            payload: to_payload(revision),
+        })
+        .collect();
+    store.upsert(REVISIONS, revision_points).await?;
+    let entry_points = journal.entries.iter().map(entry_point).collect();
+    store.upsert(ENTRIES, entry_points).await?;
+    // New points first, stale ones after: a published entry being edited
+    // stays findable throughout.
+    store.upsert(INDEX_ALIAS, index_points).await?;
+    store
+        .delete(INDEX_ALIAS, journal.stale_index_points.clone())
+        .await?;
+    Ok(())
 }
 
 fn candidates(hits: Vec<crate::store::Hit>, dense: bool) -> Vec<Candidate> {

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -742,11 +742,26 @@ async fn the_editors_list_reads_one_page_searches_substrings_and_filters_in_the_
 // Qdrant server), so what they publish is answerable within a second.
 // Counted through a wrapper around a real embedded store.
 
-/// A real store that says who writes to it as told, and counts searches.
+/// A real store that says who writes to it as told, counts searches,
+/// and can be told to take its time over writes to the search index.
 struct CountingStore {
     inner: EdgeStore,
     writers: Writers,
     searches: AtomicUsize,
+    /// Added to every write to the search index (as a build running
+    /// beside it would make a write wait), in milliseconds.
+    index_write_delay_ms: AtomicU64,
+}
+
+impl CountingStore {
+    fn new(dir: &std::path::Path, writers: Writers) -> Self {
+        Self {
+            inner: EdgeStore::open(dir).expect("open"),
+            writers,
+            searches: AtomicUsize::new(0),
+            index_write_delay_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -776,6 +791,10 @@ impl PointStore for CountingStore {
         self.inner.resolve_alias(alias).await
     }
     async fn upsert(&self, collection: &str, points: Vec<NewPoint>) -> Result<(), StoreError> {
+        let delay = self.index_write_delay_ms.load(Ordering::SeqCst);
+        if collection == "index" && delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.inner.upsert(collection, points).await
     }
     async fn replace_payload(
@@ -844,11 +863,7 @@ impl PointStore for CountingStore {
 /// of the three asks made.
 async fn searches_per_ask(writers: Writers) -> [usize; 3] {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(CountingStore {
-        inner: EdgeStore::open(dir.path()).expect("open"),
-        writers,
-        searches: AtomicUsize::new(0),
-    });
+    let store = Arc::new(CountingStore::new(dir.path(), writers));
     let kb = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
     let approved = ImportOptions {
         actor: "编辑甲".into(),
@@ -905,5 +920,68 @@ async fn a_shared_store_searches_again_after_a_moment() {
     assert!(
         after_publish > 0,
         "a publish must make the next ask search again"
+    );
+}
+
+/// A caller that gives up on a change (an HTTP deadline passing while a
+/// write to the index waits for a build) does not cut the change short: it
+/// completes, its journal record is cleared, and the search that had
+/// cached "nothing found" finds the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_caller_gives_up_still_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(CountingStore::new(dir.path(), Writers::ThisProcessOnly));
+    let kb = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
+    let drafts = ImportOptions {
+        actor: "编辑甲".into(),
+        approve_as: None,
+    };
+    let rows = parse_jsonl(
+        r#"{"external_key": "potato-blight", "question": "马铃薯晚疫病怎么防治？", "alt_questions": ["洋芋叶子发黑咋个办"], "answer": "选抗病品种，发病初期喷施烯酰吗啉等药剂。", "category": "农业种植", "source": {"organisation": "测试"}}"#,
+    );
+    kb.import(rows, &drafts, &|_, _| {}).await.expect("import");
+    let draft = kb
+        .find_by_key("potato-blight")
+        .await
+        .expect("read")
+        .expect("imported");
+    kb.apply(draft.id, Action::Submit, "编辑甲")
+        .await
+        .expect("submit");
+    let question = "洋芋叶子发黑咋个办";
+    let before = kb
+        .search(question, &SearchFilter::default())
+        .await
+        .expect("search");
+    assert!(before.hits.is_empty(), "a draft is never found");
+
+    store.index_write_delay_ms.store(600, Ordering::SeqCst);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        kb.apply(draft.id, Action::Approve { note: None }, "审核乙"),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the caller must give up before the write ends"
+    );
+    store.index_write_delay_ms.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let entry = kb.get(draft.id).await.expect("read").expect("entry");
+    assert_eq!(entry.status, Status::Published);
+    let (pending, _) = store
+        .scroll("journal", Filter::default(), None, 10)
+        .await
+        .expect("journal");
+    assert!(pending.is_empty(), "the change's journal record is cleared");
+    let after = kb
+        .search(question, &SearchFilter::default())
+        .await
+        .expect("search");
+    assert_eq!(
+        after.hits.first().map(|hit| hit.entry.id),
+        Some(draft.id),
+        "the cached empty result is not served after the change"
     );
 }
