@@ -21,6 +21,10 @@
 //! questions the knowledge base cannot answer. It reports each share's
 //! latency on its own.
 //!
+//! Against `/api/chat` it also reads each reply's `Server-Timing` header
+//! and prints how much of each reply's latency was its query vector and
+//! how much everything else, in the engine and around it.
+//!
 //! The WeChat target signs every message with the account's token and, when
 //! an EncodingAESKey is given, sends it in safe mode and decrypts the
 //! passive reply; a reply of `success` (the answer missed the budget) counts

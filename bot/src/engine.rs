@@ -218,8 +218,11 @@ struct Turn<'a> {
     id: String,
     user: &'a UserKey,
     session: Session,
-    /// How long this turn waited for query vectors (the model, or its
-    /// cache), reported to the web client beside the total.
+    /// How long this turn's routing waited for its query vector (the
+    /// model, or its cache), reported to the web client beside the total.
+    /// A follow-up's resolved question, embedded inside the KB's search,
+    /// is not counted here: it shows as engine time, so the split never
+    /// flatters the engine.
     vector_time: Duration,
 }
 
