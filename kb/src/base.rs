@@ -1171,7 +1171,7 @@ impl KnowledgeBase {
                     stale_index_points: Vec::new(),
                     ..journal
                 };
-                self.apply_records_only(&entries_only).await?;
+                apply_records(self.store.as_ref(), &entries_only).await?;
             }
             self.store.delete(JOURNAL, vec![id]).await?;
         }
@@ -1231,23 +1231,6 @@ impl KnowledgeBase {
                 .filter(|point| !their_index_points.contains(point))
                 .collect(),
         })
-    }
-
-    async fn apply_records_only(&self, journal: &Journal) -> Result<(), KbError> {
-        let revision_points = journal
-            .revisions
-            .iter()
-            .map(|revision| NewPoint {
-                id: revision_id(revision),
-                dense: None,
-                lexical: None,
-                payload: to_payload(revision),
-            })
-            .collect();
-        self.store.upsert(REVISIONS, revision_points).await?;
-        let entry_points = journal.entries.iter().map(entry_point).collect();
-        self.store.upsert(ENTRIES, entry_points).await?;
-        Ok(())
     }
 
     /// Index points for the published entries among `entries`.
@@ -1744,6 +1727,18 @@ async fn apply_journal(
     journal: &Journal,
     index_points: Vec<NewPoint>,
 ) -> Result<(), KbError> {
+    apply_records(store, journal).await?;
+    // New points first, stale ones after: a published entry being edited
+    // stays findable throughout.
+    store.upsert(INDEX_ALIAS, index_points).await?;
+    store
+        .delete(INDEX_ALIAS, journal.stale_index_points.clone())
+        .await?;
+    Ok(())
+}
+
+/// Writes a journal record's revisions and entry records.
+async fn apply_records(store: &dyn PointStore, journal: &Journal) -> Result<(), KbError> {
     let revision_points = journal
         .revisions
         .iter()
@@ -1757,12 +1752,6 @@ async fn apply_journal(
     store.upsert(REVISIONS, revision_points).await?;
     let entry_points = journal.entries.iter().map(entry_point).collect();
     store.upsert(ENTRIES, entry_points).await?;
-    // New points first, stale ones after: a published entry being edited
-    // stays findable throughout.
-    store.upsert(INDEX_ALIAS, index_points).await?;
-    store
-        .delete(INDEX_ALIAS, journal.stale_index_points.clone())
-        .await?;
     Ok(())
 }
 
