@@ -540,12 +540,14 @@ fn print_latency_split(splits: &[LatencySplit]) {
     if splits.is_empty() {
         return;
     }
-    let mut vector: Vec<f64> = splits.iter().map(|s| s.vector_ms).collect();
-    let mut beyond: Vec<f64> = splits.iter().map(|s| s.beyond_vector_ms).collect();
-    let mut engine_beyond: Vec<f64> = splits.iter().map(|s| s.engine_beyond_vector_ms).collect();
-    vector.sort_by(|a, b| a.total_cmp(b));
-    beyond.sort_by(|a, b| a.total_cmp(b));
-    engine_beyond.sort_by(|a, b| a.total_cmp(b));
+    let sorted = |figure: fn(&LatencySplit) -> f64| {
+        let mut values: Vec<f64> = splits.iter().map(figure).collect();
+        values.sort_by(|a, b| a.total_cmp(b));
+        values
+    };
+    let vector = sorted(|s| s.vector_ms);
+    let beyond = sorted(|s| s.beyond_vector_ms);
+    let engine_beyond = sorted(|s| s.engine_beyond_vector_ms);
     let embedded = vector.iter().filter(|&&ms| ms >= 1.0).count();
     println!(
         "query vector (Server-Timing): p50 {:.2} ms, p99 {:.2} ms; {embedded} of {} replies waited ≥ 1 ms for it",

@@ -266,7 +266,7 @@ pub async fn serve(
     let pruning =
         retention.map(|retention| tokio::spawn(prune_periodically(turns.clone(), retention)));
     let index_upkeep = engine.kb().index_needs_optimizing().then(|| {
-        let index: Arc<dyn IndexToKeep> = Arc::clone(engine.kb()) as Arc<dyn IndexToKeep>;
+        let index: Arc<dyn IndexToKeep> = engine.kb().clone();
         tokio::spawn(keep_index_optimized(index, upkeep::CHECK_EVERY))
     });
     axum::serve(

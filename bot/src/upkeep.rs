@@ -23,10 +23,12 @@
 //! segments as Qdrant aims for, it indexes new points together with the
 //! smallest built segment, which at 100k entries can take minutes (the
 //! whole index builds in ~4 minutes here): an editor's publish then waits
-//! that long, past the console's request deadline, and completes. Stopping the server waits for a build
-//! that is running; killing the process loses nothing (Qdrant builds into
-//! new segments and swaps them in; 20 kills at random moments of a build
-//! checked by hand, docs/BENCHMARKS.md "Kills during an index build").
+//! that long, past the console's request deadline, and completes.
+//!
+//! Stopping the server waits for a build that is running; killing the
+//! process loses nothing (Qdrant builds into new segments and swaps them
+//! in; 20 kills at random moments of a build checked by hand,
+//! docs/BENCHMARKS.md "Kills during an index build").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -285,7 +285,23 @@ pub struct KnowledgeBase {
     entries_read: ReadCache<Uuid, Entry>,
     /// Bumped by every local write; cached reads of an older generation
     /// are not used. Shared with the tasks that write changes.
-    generation: Arc<AtomicU64>,
+    generation: WriteGeneration,
+}
+
+/// The knowledge base's count of local writes, the one thing cached reads
+/// are checked against; clones share the count.
+#[derive(Debug, Clone, Default)]
+struct WriteGeneration(Arc<AtomicU64>);
+
+impl WriteGeneration {
+    /// Marks every read made before now as stale.
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+
+    fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// What published entries are about, for reading follow-up questions; see
@@ -599,7 +615,7 @@ impl KnowledgeBase {
             embeddings: Mutex::new(LruCache::new(cache_size(EMBEDDING_CACHE))),
             searches: ReadCache::new(SEARCH_CACHE, writers),
             entries_read: ReadCache::new(PUBLISHED_ENTRY_CACHE, writers),
-            generation: Arc::new(AtomicU64::new(0)),
+            generation: WriteGeneration::default(),
         };
         kb.recover().await?;
         kb.backfill_search_terms().await?;
@@ -674,7 +690,7 @@ impl KnowledgeBase {
 
     /// Marks every cached search result as stale.
     fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
+        self.generation.bump();
     }
 
     /// The store the knowledge base lives on (the turn log shares it).
@@ -1114,7 +1130,7 @@ impl KnowledgeBase {
         // record would wait for the next open to be finished, and the
         // cached results would not know of what was written.
         let store = Arc::clone(&self.store);
-        let generation = Arc::clone(&self.generation);
+        let generation = self.generation.clone();
         let writing = tokio::spawn(async move {
             let journal_id = Uuid::new_v4();
             store
@@ -1130,7 +1146,7 @@ impl KnowledgeBase {
                 .await?;
             let applied = apply_journal(store.as_ref(), &journal, index_points).await;
             // Even a half-applied change may be visible: forget cached results.
-            generation.fetch_add(1, Ordering::Release);
+            generation.bump();
             applied?;
             store.delete(JOURNAL, vec![journal_id]).await?;
             Ok(())
@@ -1375,7 +1391,7 @@ impl KnowledgeBase {
     /// way). A caller that remembers the figure can tell whether anything
     /// changed since, as the serving process's index upkeep does.
     pub fn write_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generation.current()
     }
 
     /// Whether the search index must be built by calling
@@ -1422,7 +1438,7 @@ impl KnowledgeBase {
 
     /// Stamps a read that is about to begin, for caching its result.
     fn read_stamp(&self) -> ReadStamp {
-        ReadStamp::new(self.generation.load(Ordering::Acquire))
+        ReadStamp::new(self.generation.current())
     }
 
     /// The entry records a search names, from the cache where it still
