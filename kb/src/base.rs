@@ -18,7 +18,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use embeddings::{Embedder, TextKind};
 use lru::LruCache;
@@ -30,13 +29,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
+use crate::freshness::{Freshness, MarkWatch, changes_spec, leave_mark, watch_marks};
 use crate::import::ParsedRow;
 use crate::lexical;
 use crate::read_cache::{ReadCache, ReadStamp};
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
-    QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
+    QueryVector, Record, SearchRequest, StoreError, Writers, scroll_all, to_payload,
 };
 use crate::subjects::EntryMentions;
 use crate::text::{AnalyzedQuery, Analyzer};
@@ -283,25 +283,13 @@ pub struct KnowledgeBase {
     /// Entry records as searches read them (published or not: the search
     /// checks).
     entries_read: ReadCache<Uuid, Entry>,
-    /// Bumped by every local write; cached reads of an older generation
-    /// are not used. Shared with the tasks that write changes.
-    generation: WriteGeneration,
-}
-
-/// The knowledge base's count of local writes, the one thing cached reads
-/// are checked against; clones share the count.
-#[derive(Debug, Clone, Default)]
-struct WriteGeneration(Arc<AtomicU64>);
-
-impl WriteGeneration {
-    /// Marks every read made before now as stale.
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Release);
-    }
-
-    fn current(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
+    /// The write generation cached reads are checked against, moved by
+    /// every local write and, on a shared store, by the change marks of
+    /// other instances. Shared with the tasks that write changes.
+    freshness: Arc<Freshness>,
+    /// Polls the change mark on a shared store; stops with the knowledge
+    /// base.
+    _mark_watch: Option<MarkWatch>,
 }
 
 /// What published entries are about, for reading follow-up questions; see
@@ -606,16 +594,21 @@ impl KnowledgeBase {
         for spec in [entries_spec(), revisions_spec(), journal_spec()] {
             store.ensure_collection(&spec).await?;
         }
-        let writers = store.writers();
+        let freshness = Arc::new(Freshness::new(store.writers()));
+        if freshness.writers() == Writers::Shared {
+            store.ensure_collection(&changes_spec()).await?;
+        }
+        let mark_watch = watch_marks(&store, &freshness);
         let kb = Self {
             store,
             embedder,
             analyzer: RwLock::new(Arc::new(analyzer)),
             calibration,
             embeddings: Mutex::new(LruCache::new(cache_size(EMBEDDING_CACHE))),
-            searches: ReadCache::new(SEARCH_CACHE, writers),
-            entries_read: ReadCache::new(PUBLISHED_ENTRY_CACHE, writers),
-            generation: WriteGeneration::default(),
+            searches: ReadCache::new(SEARCH_CACHE, Arc::clone(&freshness)),
+            entries_read: ReadCache::new(PUBLISHED_ENTRY_CACHE, Arc::clone(&freshness)),
+            freshness,
+            _mark_watch: mark_watch,
         };
         kb.recover().await?;
         kb.backfill_search_terms().await?;
@@ -690,7 +683,7 @@ impl KnowledgeBase {
 
     /// Marks every cached search result as stale.
     fn changed(&self) {
-        self.generation.bump();
+        self.freshness.bump();
     }
 
     /// The store the knowledge base lives on (the turn log shares it).
@@ -1130,7 +1123,7 @@ impl KnowledgeBase {
         // record would wait for the next open to be finished, and the
         // cached results would not know of what was written.
         let store = Arc::clone(&self.store);
-        let generation = self.generation.clone();
+        let freshness = Arc::clone(&self.freshness);
         let writing = tokio::spawn(async move {
             let journal_id = Uuid::new_v4();
             store
@@ -1146,8 +1139,11 @@ impl KnowledgeBase {
                 .await?;
             let applied = apply_journal(store.as_ref(), &journal, index_points).await;
             // Even a half-applied change may be visible: forget cached results.
-            generation.bump();
+            freshness.bump();
             applied?;
+            // Before the journal record goes: should the mark fail, the
+            // next open replays the change and leaves it then.
+            leave_mark(store.as_ref(), &freshness).await?;
             store.delete(JOURNAL, vec![journal_id]).await?;
             Ok(())
         });
@@ -1189,6 +1185,8 @@ impl KnowledgeBase {
                 };
                 apply_records(self.store.as_ref(), &entries_only).await?;
             }
+            self.changed();
+            leave_mark(self.store.as_ref(), &self.freshness).await?;
             self.store.delete(JOURNAL, vec![id]).await?;
         }
         Ok(())
@@ -1360,6 +1358,7 @@ impl KnowledgeBase {
         }
         self.store.set_alias(INDEX_ALIAS, &name).await?;
         self.changed();
+        leave_mark(self.store.as_ref(), &self.freshness).await?;
         // Changes committed while the new index was being built went to the
         // old one: bring them over now that writes reach the new one.
         let changed: Vec<Entry> = self
@@ -1386,12 +1385,13 @@ impl KnowledgeBase {
         Ok(name)
     }
 
-    /// How many local writes the knowledge base has made since it opened
-    /// (and dictionary changes, which make cached results stale the same
-    /// way). A caller that remembers the figure can tell whether anything
-    /// changed since, as the serving process's index upkeep does.
+    /// How many writes the knowledge base has seen since it opened: its own,
+    /// dictionary changes (which make cached results stale the same way)
+    /// and, on a shared store, the other instances' changes it noticed. A
+    /// caller that remembers the figure can tell whether anything changed
+    /// since, as the serving process's index upkeep does.
     pub fn write_generation(&self) -> u64 {
-        self.generation.current()
+        self.freshness.current()
     }
 
     /// Whether the search index must be built by calling
@@ -1417,8 +1417,9 @@ impl KnowledgeBase {
     /// user-facing code reaches entries: it reads the published index, and
     /// re-checks each entry's state before returning it.
     ///
-    /// Results are cached by question and filter until a local write (and,
-    /// on a shared server, for at most [`SHARED_STORE_READ_TTL`]):
+    /// Results are cached by question and filter until a write (on a
+    /// shared server, until this instance notices another's change, within
+    /// a second, through the change mark of the `kb_changes` collection):
     /// repeated questions (the common case in a public chat) cost a map
     /// lookup.
     pub async fn search(
@@ -1438,7 +1439,7 @@ impl KnowledgeBase {
 
     /// Stamps a read that is about to begin, for caching its result.
     fn read_stamp(&self) -> ReadStamp {
-        ReadStamp::new(self.generation.current())
+        ReadStamp::new(self.freshness.current())
     }
 
     /// The entry records a search names, from the cache where it still

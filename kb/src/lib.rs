@@ -17,6 +17,7 @@ pub mod backup;
 pub mod base;
 pub mod dict;
 pub mod entry;
+mod freshness;
 pub mod import;
 pub mod lexical;
 pub mod listing;

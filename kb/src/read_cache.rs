@@ -1,25 +1,16 @@
 //! Reads of the store kept for the next request, as long as they can still
-//! be true.
-//!
-//! A cached value is used only while the knowledge base's write generation
-//! is the one it was read under (every local write bumps it). On a store
-//! that other processes write to as well (a shared Qdrant server), a local
-//! write says nothing about theirs, so values also expire after
-//! [`SHARED_STORE_READ_TTL`]: that bounds how stale an answer can be when
-//! another instance publishes or retires an entry, well inside the
-//! one-second promise of a multi-instance deployment.
+//! be true: under the write generation they began under, and as long as
+//! [`Freshness`] trusts them (see there for stores other instances write).
 
 use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::store::Writers;
-
-/// How long a read from a shared store is reused.
-pub(crate) const SHARED_STORE_READ_TTL: Duration = Duration::from_millis(800);
+use crate::freshness::Freshness;
 
 /// When and under which write generation a read began. Taken before the
 /// read, so a write that lands during it makes the result stale at once.
@@ -51,17 +42,17 @@ struct Stamped<V> {
 /// A bounded map of reads (least recently used out first).
 pub(crate) struct ReadCache<K: Hash + Eq, V: Clone> {
     values: Mutex<LruCache<K, Stamped<V>>>,
-    writers: Writers,
+    freshness: Arc<Freshness>,
 }
 
 impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
-    /// A cache of `capacity` values for a store with these `writers`.
-    pub(crate) fn new(capacity: usize, writers: Writers) -> Self {
+    /// A cache of `capacity` values, trusted as `freshness` says.
+    pub(crate) fn new(capacity: usize, freshness: Arc<Freshness>) -> Self {
         Self {
             values: Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
-            writers,
+            freshness,
         }
     }
 
@@ -69,11 +60,8 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
         let mut values = self.values.lock();
         let stamped = values.get(key)?;
-        let fresh = stamped.stamp.generation == generation
-            && match self.writers {
-                Writers::ThisProcessOnly => true,
-                Writers::Shared => stamped.stamp.at.elapsed() < SHARED_STORE_READ_TTL,
-            };
+        let fresh =
+            stamped.stamp.generation == generation && self.freshness.trusts(stamped.stamp.at);
         if !fresh {
             values.pop(key);
             return None;
@@ -90,10 +78,16 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::freshness::SHARED_STORE_READ_TTL;
+    use crate::store::Writers;
+
+    fn cache(writers: Writers) -> ReadCache<&'static str, i32> {
+        ReadCache::new(8, Arc::new(Freshness::new(writers)))
+    }
 
     #[test]
     fn a_write_makes_every_earlier_read_stale() {
-        let cache = ReadCache::new(8, Writers::ThisProcessOnly);
+        let cache = cache(Writers::ThisProcessOnly);
         cache.put("q", ReadStamp::new(3), 1);
         assert_eq!(cache.get(&"q", 3), Some(1));
         assert_eq!(cache.get(&"q", 4), None);
@@ -102,8 +96,8 @@ mod tests {
     }
 
     #[test]
-    fn reads_from_a_shared_store_expire() {
-        let cache = ReadCache::new(8, Writers::Shared);
+    fn reads_from_a_shared_store_expire_without_confirmation() {
+        let cache = cache(Writers::Shared);
         let old = ReadStamp {
             at: Instant::now() - SHARED_STORE_READ_TTL,
             generation: 0,
@@ -116,7 +110,7 @@ mod tests {
 
     #[test]
     fn reads_from_a_store_only_this_process_writes_do_not_expire() {
-        let cache = ReadCache::new(8, Writers::ThisProcessOnly);
+        let cache = cache(Writers::ThisProcessOnly);
         let old = ReadStamp {
             at: Instant::now() - 100 * SHARED_STORE_READ_TTL,
             generation: 0,

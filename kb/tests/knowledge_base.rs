@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -738,8 +738,9 @@ async fn the_editors_list_reads_one_page_searches_substrings_and_filters_in_the_
 // ----- how long a search result is reused -----
 //
 // Until a local write when only this process can write to the store (the
-// embedded store), and at most a moment when other instances share it (a
-// Qdrant server), so what they publish is answerable within a second.
+// embedded store). When other instances share it (a Qdrant server), until
+// the change mark they leave moves, or, if the mark cannot be read, for a
+// moment only: what they publish is answerable within a second either way.
 // Counted through a wrapper around a real embedded store.
 
 /// A real store that says who writes to it as told, counts searches,
@@ -751,6 +752,9 @@ struct CountingStore {
     /// Added to every write to the search index (as a build running
     /// beside it would make a write wait), in milliseconds.
     index_write_delay_ms: AtomicU64,
+    /// Whether reads of the change mark fail (a server that cannot be
+    /// reached for them).
+    change_marks_unreadable: AtomicBool,
 }
 
 impl CountingStore {
@@ -760,6 +764,7 @@ impl CountingStore {
             writers,
             searches: AtomicUsize::new(0),
             index_write_delay_ms: AtomicU64::new(0),
+            change_marks_unreadable: AtomicBool::new(false),
         }
     }
 }
@@ -812,6 +817,12 @@ impl PointStore for CountingStore {
         self.inner.delete_matching(collection, filter).await
     }
     async fn get(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<Record>, StoreError> {
+        if collection == "kb_changes" && self.change_marks_unreadable.load(Ordering::SeqCst) {
+            return Err(StoreError::Storage {
+                collection: collection.into(),
+                message: "unreachable".into(),
+            });
+        }
         self.inner.get(collection, ids).await
     }
     async fn scroll(
@@ -858,49 +869,53 @@ impl PointStore for CountingStore {
     }
 }
 
-/// Asks the same question twice, more than the shared-store lifetime
-/// apart, then once more after a publish; returns the store searches each
-/// of the three asks made.
-async fn searches_per_ask(writers: Writers) -> [usize; 3] {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(CountingStore::new(dir.path(), writers));
-    let kb = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
-    let approved = ImportOptions {
+const POTATO_BLIGHT: &str = r#"{"external_key": "potato-blight", "question": "马铃薯晚疫病怎么防治？", "alt_questions": ["洋芋叶子发黑咋个办"], "answer": "选抗病品种，发病初期喷施烯酰吗啉等药剂。", "category": "农业种植", "source": {"organisation": "测试"}}"#;
+const SWEET_POTATO_ROT: &str = r#"{"external_key": "sweet-potato-rot", "question": "红苕黑斑病怎么防治？", "alt_questions": ["红苕烂了有黑斑"], "answer": "选无病种薯，温汤浸种，轮作。", "category": "农业种植", "source": {"organisation": "测试"}}"#;
+
+fn approved() -> ImportOptions {
+    ImportOptions {
         actor: "编辑甲".into(),
         approve_as: Some("审核乙".into()),
-    };
-    let first = parse_jsonl(
-        r#"{"external_key": "potato-blight", "question": "马铃薯晚疫病怎么防治？", "alt_questions": ["洋芋叶子发黑咋个办"], "answer": "选抗病品种，发病初期喷施烯酰吗啉等药剂。", "category": "农业种植", "source": {"organisation": "测试"}}"#,
-    );
-    kb.import(first, &approved, &|_, _| {})
-        .await
-        .expect("import");
+    }
+}
 
-    let question = "洋芋叶子发黑了咋个整";
-    let mut counts = [0; 3];
-    let mut ask = async |slot: usize| {
-        let before = store.searches.load(Ordering::SeqCst);
-        kb.search(question, &SearchFilter::default())
-            .await
-            .expect("search");
-        counts[slot] = store.searches.load(Ordering::SeqCst) - before;
-    };
-    ask(0).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    ask(1).await;
-    let second = parse_jsonl(
-        r#"{"external_key": "sweet-potato-rot", "question": "红苕黑斑病怎么防治？", "alt_questions": ["红苕烂了有黑斑"], "answer": "选无病种薯，温汤浸种，轮作。", "category": "农业种植", "source": {"organisation": "测试"}}"#,
-    );
-    kb.import(second, &approved, &|_, _| {})
+/// The store searches one search of `kb` made.
+async fn searches_for(kb: &KnowledgeBase, store: &CountingStore, question: &str) -> usize {
+    let before = store.searches.load(Ordering::SeqCst);
+    kb.search(question, &SearchFilter::default())
+        .await
+        .expect("search");
+    store.searches.load(Ordering::SeqCst) - before
+}
+
+/// Asks the same question twice, more than a second apart, then once more
+/// after a publish; returns the store searches each of the three asks
+/// made.
+async fn searches_per_ask(store: Arc<CountingStore>) -> [usize; 3] {
+    let kb = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
+    kb.import(parse_jsonl(POTATO_BLIGHT), &approved(), &|_, _| {})
         .await
         .expect("import");
-    ask(2).await;
-    counts
+    let question = "洋芋叶子发黑了咋个整";
+    let first = searches_for(&kb, &store, question).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = searches_for(&kb, &store, question).await;
+    kb.import(parse_jsonl(SWEET_POTATO_ROT), &approved(), &|_, _| {})
+        .await
+        .expect("import");
+    let after_publish = searches_for(&kb, &store, question).await;
+    [first, later, after_publish]
+}
+
+fn counting_store(dir: &tempfile::TempDir, writers: Writers) -> Arc<CountingStore> {
+    Arc::new(CountingStore::new(dir.path(), writers))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_only_this_process_writes_keeps_results_until_a_write() {
-    let [first, later, after_publish] = searches_per_ask(Writers::ThisProcessOnly).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [first, later, after_publish] =
+        searches_per_ask(counting_store(&dir, Writers::ThisProcessOnly)).await;
     assert!(first > 0, "the first ask must search the store");
     assert_eq!(later, 0, "nothing changed: the result is reused");
     assert!(
@@ -910,17 +925,93 @@ async fn a_store_only_this_process_writes_keeps_results_until_a_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shared_store_searches_again_after_a_moment() {
-    let [first, later, after_publish] = searches_per_ask(Writers::Shared).await;
+async fn a_shared_store_keeps_results_while_its_change_mark_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [first, later, after_publish] =
+        searches_per_ask(counting_store(&dir, Writers::Shared)).await;
     assert!(first > 0, "the first ask must search the store");
-    assert!(
-        later > 0,
-        "another instance may have published: the result must be read again"
+    assert_eq!(
+        later, 0,
+        "the polls of the change mark say nothing changed: the result is reused"
     );
     assert!(
         after_publish > 0,
         "a publish must make the next ask search again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_whose_change_mark_cannot_be_read_searches_again_after_a_moment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = counting_store(&dir, Writers::Shared);
+    store.change_marks_unreadable.store(true, Ordering::SeqCst);
+    let [first, later, _] = searches_per_ask(store).await;
+    assert!(first > 0, "the first ask must search the store");
+    assert!(
+        later > 0,
+        "another instance may have published unseen: the result must be read again"
+    );
+}
+
+/// Two knowledge bases on one shared store, as two instances on one Qdrant
+/// server: what one publishes, the other answers within a second, although
+/// it had cached the question's earlier result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_publish_is_noticed_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = counting_store(&dir, Writers::Shared);
+    let writer = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
+    let reader = open(Arc::clone(&store) as Arc<dyn PointStore>).await;
+    writer
+        .import(parse_jsonl(POTATO_BLIGHT), &approved(), &|_, _| {})
+        .await
+        .expect("import");
+    // Time for the reader to take in the writer's mark, so its result below
+    // is not made stale by that.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let question = "红苕烂了有黑斑怎么办";
+    let before = reader
+        .search(question, &SearchFilter::default())
+        .await
+        .expect("search");
+    assert!(
+        before
+            .hits
+            .iter()
+            .all(|hit| hit.entry.content.question != "红苕黑斑病怎么防治？"),
+        "not published yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        searches_for(&reader, &store, question).await,
+        0,
+        "cached while nothing changes"
+    );
+
+    writer
+        .import(parse_jsonl(SWEET_POTATO_ROT), &approved(), &|_, _| {})
+        .await
+        .expect("import");
+    let published = std::time::Instant::now();
+    loop {
+        let found = reader
+            .search(question, &SearchFilter::default())
+            .await
+            .expect("search");
+        if found
+            .hits
+            .first()
+            .map(|hit| hit.entry.content.question.as_str())
+            == Some("红苕黑斑病怎么防治？")
+        {
+            break;
+        }
+        assert!(
+            published.elapsed() < Duration::from_secs(1),
+            "the reader still misses the entry a second after the publish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A caller that gives up on a change (an HTTP deadline passing while a

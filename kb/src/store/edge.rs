@@ -124,7 +124,7 @@ impl EdgeStore {
     }
 
     /// Declares that other writers in this process share the store: each
-    /// knowledge base opened on it then trusts its reads only briefly, as
+    /// knowledge base opened on it then leaves and polls change marks, as
     /// on a Qdrant server. For tests that stand in for several instances
     /// with one embedded store.
     pub fn shared_within_process(mut self) -> Self {
