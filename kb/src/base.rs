@@ -330,26 +330,13 @@ fn entries_spec() -> CollectionSpec {
 
 fn revisions_spec() -> CollectionSpec {
     CollectionSpec {
-        name: REVISIONS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["entry_id"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(REVISIONS)
     }
 }
 
 fn journal_spec() -> CollectionSpec {
-    CollectionSpec {
-        name: JOURNAL.into(),
-        dense_dim: None,
-        lexical: false,
-        keyword_fields: Vec::new(),
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
-    }
+    CollectionSpec::payload_only(JOURNAL)
 }
 
 /// Leading entries whose answers a search scores against the query.

@@ -52,15 +52,7 @@ const MARK_FIELD: &str = "mark";
 
 /// The collection of the change mark.
 pub(crate) fn changes_spec() -> CollectionSpec {
-    CollectionSpec {
-        name: CHANGES.into(),
-        dense_dim: None,
-        lexical: false,
-        keyword_fields: Vec::new(),
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
-    }
+    CollectionSpec::payload_only(CHANGES)
 }
 
 /// The write generation and, on a shared store, what the change-mark polls

@@ -67,6 +67,21 @@ pub struct CollectionSpec {
     pub datetime_fields: Vec<&'static str>,
 }
 
+impl CollectionSpec {
+    /// A collection of payloads alone: no vectors, no payload indexes.
+    pub fn payload_only(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            dense_dim: None,
+            lexical: false,
+            keyword_fields: Vec::new(),
+            lookup_fields: Vec::new(),
+            integer_fields: Vec::new(),
+            datetime_fields: Vec::new(),
+        }
+    }
+}
+
 /// One point to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPoint {
