@@ -1027,10 +1027,9 @@ async fn a_change_whose_caller_gives_up_still_completes() {
         actor: "编辑甲".into(),
         approve_as: None,
     };
-    let rows = parse_jsonl(
-        r#"{"external_key": "potato-blight", "question": "马铃薯晚疫病怎么防治？", "alt_questions": ["洋芋叶子发黑咋个办"], "answer": "选抗病品种，发病初期喷施烯酰吗啉等药剂。", "category": "农业种植", "source": {"organisation": "测试"}}"#,
-    );
-    kb.import(rows, &drafts, &|_, _| {}).await.expect("import");
+    kb.import(parse_jsonl(POTATO_BLIGHT), &drafts, &|_, _| {})
+        .await
+        .expect("import");
     let draft = kb
         .find_by_key("potato-blight")
         .await
