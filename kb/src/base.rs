@@ -29,14 +29,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
-use crate::freshness::{Freshness, MarkWatch, changes_spec, leave_mark, watch_marks};
+use crate::freshness::{Freshness, MarkWatch, announce_change, watch_marks};
 use crate::import::ParsedRow;
 use crate::lexical;
 use crate::read_cache::{ReadCache, ReadStamp};
 use crate::retrieval::{Calibration, Candidate, Features, WeightedWord, rank_candidates};
 use crate::store::{
     CollectionSpec, Condition, Exactness, Filter, NewPoint, Order, Payload, PointStore,
-    QueryVector, Record, SearchRequest, StoreError, Writers, scroll_all, to_payload,
+    QueryVector, Record, SearchRequest, StoreError, scroll_all, to_payload,
 };
 use crate::subjects::EntryMentions;
 use crate::text::{AnalyzedQuery, Analyzer};
@@ -582,10 +582,7 @@ impl KnowledgeBase {
             store.ensure_collection(&spec).await?;
         }
         let freshness = Arc::new(Freshness::new(store.writers()));
-        if freshness.writers() == Writers::Shared {
-            store.ensure_collection(&changes_spec()).await?;
-        }
-        let mark_watch = watch_marks(&store, &freshness);
+        let mark_watch = watch_marks(&store, &freshness).await?;
         let kb = Self {
             store,
             embedder,
@@ -665,11 +662,7 @@ impl KnowledgeBase {
     /// stored phrasings keep their old segmentation until [`Self::reindex`].
     pub fn set_analyzer(&self, analyzer: Analyzer) {
         *self.analyzer.write() = Arc::new(analyzer);
-        self.changed();
-    }
-
-    /// Marks every cached search result as stale.
-    fn changed(&self) {
+        // Cached results were found with the old dictionaries.
         self.freshness.bump();
     }
 
@@ -1130,7 +1123,7 @@ impl KnowledgeBase {
             applied?;
             // Before the journal record goes: should the mark fail, the
             // next open replays the change and leaves it then.
-            leave_mark(store.as_ref(), &freshness).await?;
+            announce_change(store.as_ref(), &freshness).await?;
             store.delete(JOURNAL, vec![journal_id]).await?;
             Ok(())
         });
@@ -1172,8 +1165,7 @@ impl KnowledgeBase {
                 };
                 apply_records(self.store.as_ref(), &entries_only).await?;
             }
-            self.changed();
-            leave_mark(self.store.as_ref(), &self.freshness).await?;
+            announce_change(self.store.as_ref(), &self.freshness).await?;
             self.store.delete(JOURNAL, vec![id]).await?;
         }
         Ok(())
@@ -1344,8 +1336,7 @@ impl KnowledgeBase {
             progress((done * BATCH + chunk.len()).min(total), total);
         }
         self.store.set_alias(INDEX_ALIAS, &name).await?;
-        self.changed();
-        leave_mark(self.store.as_ref(), &self.freshness).await?;
+        announce_change(self.store.as_ref(), &self.freshness).await?;
         // Changes committed while the new index was being built went to the
         // old one: bring them over now that writes reach the new one.
         let changed: Vec<Entry> = self

@@ -51,7 +51,7 @@ const MARK_POINT: Uuid = Uuid::from_u128(0x6b62_6368_616e_6765);
 const MARK_FIELD: &str = "mark";
 
 /// The collection of the change mark.
-pub(crate) fn changes_spec() -> CollectionSpec {
+fn changes_spec() -> CollectionSpec {
     CollectionSpec::payload_only(CHANGES)
 }
 
@@ -157,13 +157,14 @@ impl Freshness {
     }
 }
 
-/// Leaves a new change mark, telling the other instances on a shared store
-/// that cached reads are stale. Nothing to do on a store only this
-/// process writes.
-pub(crate) async fn leave_mark(
+/// Marks every read made before now as stale: here at once and, on a
+/// shared store, in every instance, by leaving a new change mark. When
+/// the mark cannot be written, only this instance's reads are marked.
+pub(crate) async fn announce_change(
     store: &dyn PointStore,
     freshness: &Freshness,
 ) -> Result<(), StoreError> {
+    freshness.bump();
     if freshness.writers() == Writers::ThisProcessOnly {
         return Ok(());
     }
@@ -206,19 +207,21 @@ impl Drop for MarkWatch {
     }
 }
 
-/// Starts polling the change mark, on a store other instances write too;
-/// `None` on one only this process writes. The task holds neither the
-/// store nor the freshness alive: it ends once the knowledge base is gone.
-pub(crate) fn watch_marks(
+/// Starts polling the change mark, on a store other instances write too,
+/// creating its collection if missing; `None` on a store only this
+/// process writes. The task holds neither the store nor the freshness
+/// alive: it ends once the knowledge base is gone.
+pub(crate) async fn watch_marks(
     store: &Arc<dyn PointStore>,
     freshness: &Arc<Freshness>,
-) -> Option<MarkWatch> {
+) -> Result<Option<MarkWatch>, StoreError> {
     if freshness.writers() == Writers::ThisProcessOnly {
-        return None;
+        return Ok(None);
     }
+    store.ensure_collection(&changes_spec()).await?;
     let store = Arc::downgrade(store);
     let freshness = Arc::downgrade(freshness);
-    Some(MarkWatch(tokio::spawn(poll_marks(store, freshness))))
+    Ok(Some(MarkWatch(tokio::spawn(poll_marks(store, freshness)))))
 }
 
 async fn poll_marks(store: Weak<dyn PointStore>, freshness: Weak<Freshness>) {
