@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::entry::{Category, Entry, EntryContent, EntryId, Status};
-use crate::freshness::{Freshness, MarkWatch, announce_change, watch_marks};
+use crate::freshness::{ChangeTopic, Freshness, MarkWatch, announce_change, watch_marks};
 use crate::import::ParsedRow;
 use crate::lexical;
 use crate::read_cache::{ReadCache, ReadStamp};
@@ -581,7 +581,7 @@ impl KnowledgeBase {
         for spec in [entries_spec(), revisions_spec(), journal_spec()] {
             store.ensure_collection(&spec).await?;
         }
-        let freshness = Arc::new(Freshness::new(store.writers()));
+        let freshness = Arc::new(Freshness::new(store.writers(), ChangeTopic::KNOWLEDGE_BASE));
         let mark_watch = watch_marks(&store, &freshness).await?;
         let kb = Self {
             store,

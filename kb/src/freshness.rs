@@ -8,9 +8,10 @@
 //! On a store that other instances write too (a Qdrant server), a local
 //! generation knows nothing of their writes. So every change made through
 //! a knowledge base on such a store ends by leaving a *change mark*: a
-//! fresh random value in the one point of the `kb_changes` collection.
-//! Each knowledge base reads that mark every [`POLL_INTERVAL`] and moves
-//! its own generation when the mark is new. A cached read is then trusted
+//! fresh random value in the point of the `kb_changes` collection that
+//! stands for the changed data's [`ChangeTopic`]. Each reader of that data
+//! reads the mark every [`POLL_INTERVAL`] and moves its own generation
+//! when the mark is new. A cached read is then trusted
 //! while the polls keep succeeding: at any moment, a write this instance
 //! has not yet noticed was acknowledged less than [`SHARED_STORE_READ_TTL`]
 //! ago. When the polls fail (the server unreachable, nobody polling), a
@@ -44,11 +45,43 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) const SHARED_STORE_READ_TTL: Duration = Duration::from_millis(800);
 
 /// The longest a read from a shared store is reused, whatever the polls say.
-pub(crate) const SHARED_STORE_READ_MAX_AGE: Duration = Duration::from_secs(30);
+pub const SHARED_STORE_READ_MAX_AGE: Duration = Duration::from_secs(30);
 
-/// The id of the one point of [`CHANGES`].
-const MARK_POINT: Uuid = Uuid::from_u128(0x6b62_6368_616e_6765);
+/// The point of [`CHANGES`] that holds the knowledge base's mark. Kept
+/// from before there were other topics, so that instances of the earlier
+/// version and this one see each other's marks during a rolling upgrade.
+const KNOWLEDGE_BASE_MARK_POINT: Uuid = Uuid::from_u128(0x6b62_6368_616e_6765);
 const MARK_FIELD: &str = "mark";
+
+/// The data a change mark tells of, such as the knowledge base's entries
+/// or the engine's notices: each topic has its own mark, so a change to
+/// one leaves the reads of the others alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeTopic {
+    name: &'static str,
+    mark_point: Uuid,
+}
+
+impl ChangeTopic {
+    /// The knowledge base's entries and search index.
+    pub(crate) const KNOWLEDGE_BASE: ChangeTopic = ChangeTopic {
+        name: "knowledge base",
+        mark_point: KNOWLEDGE_BASE_MARK_POINT,
+    };
+
+    /// The topic called `name`; one name, one mark, in every instance.
+    pub fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            mark_point: Uuid::new_v5(&KNOWLEDGE_BASE_MARK_POINT, name.as_bytes()),
+        }
+    }
+
+    /// The name, for logs.
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+}
 
 /// The collection of the change mark.
 fn changes_spec() -> CollectionSpec {
@@ -61,6 +94,7 @@ fn changes_spec() -> CollectionSpec {
 #[derive(Debug)]
 pub(crate) struct Freshness {
     writers: Writers,
+    topic: ChangeTopic,
     generation: AtomicU64,
     /// The instant the nanosecond counts below start from.
     origin: Instant,
@@ -74,10 +108,11 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
-    /// The freshness of reads from a store with these `writers`.
-    pub(crate) fn new(writers: Writers) -> Self {
+    /// The freshness of reads of `topic` from a store with these `writers`.
+    pub(crate) fn new(writers: Writers, topic: ChangeTopic) -> Self {
         Self {
             writers,
+            topic,
             generation: AtomicU64::new(0),
             origin: Instant::now(),
             confirmed_at: AtomicU64::new(0),
@@ -175,7 +210,7 @@ pub(crate) async fn announce_change(
         .upsert(
             CHANGES,
             vec![NewPoint {
-                id: MARK_POINT,
+                id: freshness.topic.mark_point,
                 dense: None,
                 lexical: None,
                 payload,
@@ -186,9 +221,12 @@ pub(crate) async fn announce_change(
     Ok(())
 }
 
-/// The mark in the store; `None` before anyone has left one.
-async fn read_mark(store: &dyn PointStore) -> Result<Option<String>, StoreError> {
-    let records = store.get(CHANGES, vec![MARK_POINT]).await?;
+/// The topic's mark in the store; `None` before anyone has left one.
+async fn read_mark(
+    store: &dyn PointStore,
+    topic: ChangeTopic,
+) -> Result<Option<String>, StoreError> {
+    let records = store.get(CHANGES, vec![topic.mark_point]).await?;
     Ok(records.into_iter().next().and_then(|record| {
         record
             .payload
@@ -234,18 +272,22 @@ async fn poll_marks(store: Weak<dyn PointStore>, freshness: Weak<Freshness>) {
             return;
         };
         let began = Instant::now();
-        match read_mark(store.as_ref()).await {
+        match read_mark(store.as_ref(), freshness.topic).await {
             Ok(mark) => {
                 freshness.mark_read(mark, began);
                 if std::mem::take(&mut failing) {
-                    tracing::info!("reading the knowledge base's change mark again");
+                    tracing::info!(
+                        topic = freshness.topic.name,
+                        "reading the change mark again"
+                    );
                 }
             }
             Err(error) => {
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(
                         %error,
-                        "cannot read the knowledge base's change mark: cached results \
+                        topic = freshness.topic.name,
+                        "cannot read the change mark: cached reads \
                          are trusted for {} ms until it can be read",
                         SHARED_STORE_READ_TTL.as_millis()
                     );
@@ -261,21 +303,21 @@ mod tests {
 
     #[test]
     fn a_store_only_this_process_writes_trusts_reads_of_any_age() {
-        let freshness = Freshness::new(Writers::ThisProcessOnly);
+        let freshness = Freshness::new(Writers::ThisProcessOnly, ChangeTopic::KNOWLEDGE_BASE);
         let long_ago = Instant::now() - SHARED_STORE_READ_MAX_AGE;
         assert!(freshness.trusts(long_ago));
     }
 
     #[test]
     fn unconfirmed_reads_from_a_shared_store_expire() {
-        let freshness = Freshness::new(Writers::Shared);
+        let freshness = Freshness::new(Writers::Shared, ChangeTopic::KNOWLEDGE_BASE);
         assert!(freshness.trusts(Instant::now()));
         assert!(!freshness.trusts(Instant::now() - SHARED_STORE_READ_TTL));
     }
 
     #[test]
     fn a_new_mark_makes_earlier_reads_stale_and_a_known_one_does_not() {
-        let freshness = Freshness::new(Writers::Shared);
+        let freshness = Freshness::new(Writers::Shared, ChangeTopic::KNOWLEDGE_BASE);
         freshness.mark_read(Some("a".into()), Instant::now());
         let before = freshness.current();
         freshness.mark_read(Some("a".into()), Instant::now());
@@ -295,14 +337,14 @@ mod tests {
 
     #[test]
     fn the_first_mark_read_makes_earlier_reads_stale() {
-        let freshness = Freshness::new(Writers::Shared);
+        let freshness = Freshness::new(Writers::Shared, ChangeTopic::KNOWLEDGE_BASE);
         freshness.mark_read(None, Instant::now());
         assert_eq!(freshness.current(), 1);
     }
 
     #[test]
     fn a_recent_poll_extends_trust_up_to_the_maximum_age() {
-        let freshness = Freshness::new(Writers::Shared);
+        let freshness = Freshness::new(Writers::Shared, ChangeTopic::KNOWLEDGE_BASE);
         freshness.confirm(Instant::now());
         assert!(freshness.trusts(Instant::now() - 2 * SHARED_STORE_READ_TTL));
         assert!(!freshness.trusts(Instant::now() - SHARED_STORE_READ_MAX_AGE));

@@ -34,4 +34,6 @@ pub use base::{
     Decision, EntryPage, Evidence, ImportOptions, ImportReport, KbError, KnowledgeBase, ListFilter,
     PhrasingKind, PublishedEntry, SearchFilter, SearchHit, SearchOutcome, TopicVocabulary,
 };
+pub use freshness::{ChangeTopic, SHARED_STORE_READ_MAX_AGE};
+pub use read_cache::{ReadStamp, WatchedCache};
 pub use retrieval::Calibration;

@@ -10,12 +10,13 @@ use std::time::Instant;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::freshness::Freshness;
+use crate::freshness::{ChangeTopic, Freshness, MarkWatch, announce_change, watch_marks};
+use crate::store::{PointStore, StoreError};
 
 /// When and under which write generation a read began. Taken before the
 /// read, so a write that lands during it makes the result stale at once.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadStamp {
+pub struct ReadStamp {
     at: Instant,
     generation: u64,
 }
@@ -75,14 +76,72 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 }
 
+/// Reads of one [`ChangeTopic`] kept until that topic changes: a change
+/// announced here, or on a store other instances write too, a change
+/// mark of any instance (see [`Freshness`] for how long such reads are
+/// trusted). For data outside the knowledge base that is read on every
+/// message and rarely changes, such as the engine's notices.
+pub struct WatchedCache<K: Hash + Eq, V: Clone> {
+    freshness: Arc<Freshness>,
+    reads: ReadCache<K, V>,
+    /// Polls the topic's mark on a shared store; stops when dropped.
+    _watch: Option<MarkWatch>,
+}
+
+impl<K: Hash + Eq, V: Clone> WatchedCache<K, V> {
+    /// A cache of at most `capacity` reads of `topic` from `store`; on a
+    /// shared store, starts polling the topic's change mark.
+    pub async fn open(
+        store: &Arc<dyn PointStore>,
+        topic: ChangeTopic,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let freshness = Arc::new(Freshness::new(store.writers(), topic));
+        let watch = watch_marks(store, &freshness).await?;
+        Ok(Self {
+            reads: ReadCache::new(capacity, Arc::clone(&freshness)),
+            freshness,
+            _watch: watch,
+        })
+    }
+
+    /// Stamps a read about to begin; [`WatchedCache::put`] takes the stamp
+    /// with what was read, which a change announced meanwhile makes stale.
+    pub fn begin_read(&self) -> ReadStamp {
+        ReadStamp::new(self.freshness.current())
+    }
+
+    /// What was read for `key`, if no change has been announced since.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.reads.get(key, self.freshness.current())
+    }
+
+    /// Remembers `value`, read for `key` under `stamp`.
+    pub fn put(&self, key: K, stamp: ReadStamp, value: V) {
+        self.reads.put(key, stamp, value);
+    }
+
+    /// Makes every read kept so far stale, here at once and, on a shared
+    /// store, in every instance within a poll of the mark. Call it after
+    /// the change is stored. When the mark cannot be written, the error is
+    /// returned and only this instance's reads are stale: the others keep
+    /// theirs for at most the longest time a read is trusted.
+    pub async fn announce_change(&self, store: &dyn PointStore) -> Result<(), StoreError> {
+        announce_change(store, &self.freshness).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::freshness::SHARED_STORE_READ_TTL;
+    use crate::freshness::{ChangeTopic, SHARED_STORE_READ_TTL};
     use crate::store::Writers;
 
     fn cache(writers: Writers) -> ReadCache<&'static str, i32> {
-        ReadCache::new(8, Arc::new(Freshness::new(writers)))
+        ReadCache::new(
+            8,
+            Arc::new(Freshness::new(writers, ChangeTopic::KNOWLEDGE_BASE)),
+        )
     }
 
     #[test]
