@@ -42,7 +42,7 @@ use crate::jobs::{JobQueue, Task};
 use crate::listings::{FormStore, Notices, SessionSerials};
 use crate::routing::{Route, RouteDecision, Router, RouterError, Signals};
 use crate::safety::SafetyFilter;
-use crate::session::{Choice, Session, SessionError, SessionStore, Topic};
+use crate::session::{Choice, FormPresence, Session, SessionError, SessionStore, Topic};
 use crate::turns::{TurnLog, TurnLogError, TurnRecord};
 
 /// Most candidates offered in a "你是想问".
@@ -1162,7 +1162,7 @@ impl Engine {
                 prompts.render("refused.j2", ())?,
             ));
         }
-        if let Some(form) = self.forms.load(turn.user).await? {
+        if let Some(form) = self.open_form(turn).await? {
             let rule = Router::by_rule(normalised);
             let wants_person = rule.as_ref().is_some_and(|d| d.route == Route::Human);
             if !wants_person {
@@ -1280,6 +1280,40 @@ impl Engine {
         }
     }
 
+    /// The user's open filing form. The form store is read only when the
+    /// session does not know that there is none (see [`FormPresence`]).
+    async fn open_form(&self, turn: &mut Turn<'_>) -> Result<Option<Form>, EngineError> {
+        if turn.session.form == FormPresence::Absent {
+            return Ok(None);
+        }
+        let form = self.forms.load(turn.user).await?;
+        turn.session.form = if form.is_some() {
+            FormPresence::Open
+        } else {
+            FormPresence::Absent
+        };
+        Ok(form)
+    }
+
+    /// Saves the user's form. A session that says there is no form is
+    /// first saved saying there is one: a crash between the two saves must
+    /// not leave a form that the session hides.
+    async fn save_form(&self, form: &Form, turn: &mut Turn<'_>) -> Result<(), EngineError> {
+        if turn.session.form != FormPresence::Open {
+            turn.session.form = FormPresence::Open;
+            self.sessions.save(turn.user, &turn.session).await?;
+        }
+        self.forms.save(turn.user, form).await?;
+        Ok(())
+    }
+
+    /// Ends the user's form.
+    async fn end_form(&self, turn: &mut Turn<'_>) -> Result<(), EngineError> {
+        self.forms.clear(turn.user).await?;
+        turn.session.form = FormPresence::Absent;
+        Ok(())
+    }
+
     /// Opens a filing form from the message that asked for it.
     async fn start_form(
         &self,
@@ -1322,13 +1356,13 @@ impl Engine {
                 {
                     self.listings.prepare_demand(&content);
                 }
-                self.forms.save(turn.user, &form).await?;
+                self.save_form(&form, turn).await?;
             }
-            Step::Ask { .. } => self.forms.save(turn.user, &form).await?,
-            Step::Cancelled => self.forms.clear(turn.user).await?,
+            Step::Ask { .. } => self.save_form(&form, turn).await?,
+            Step::Cancelled => self.end_form(turn).await?,
             Step::File => {
                 let mut handled = self.file_form(&form, turn, &editable.prompts).await?;
-                self.forms.clear(turn.user).await?;
+                self.end_form(turn).await?;
                 handled.route = form_route(form.kind).to_owned();
                 handled.route_confidence = 1.0;
                 return Ok(handled);

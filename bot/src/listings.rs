@@ -15,6 +15,7 @@ use kb::listing::{ListingError, SerialSource};
 use kb::store::{
     CollectionSpec, Condition, Filter, NewPoint, PointStore, StoreError, scroll_all, to_payload,
 };
+use kb::{ChangeTopic, WatchedCache};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -136,12 +137,25 @@ pub struct Notice {
     pub at: i64,
 }
 
+/// The users last found with no notice waiting that this instance
+/// remembers; about 50 bytes each.
+const USERS_WITHOUT_NOTICES: usize = 200_000;
+
 /// Notices waiting for their users. Channels that can push (a WeChat
 /// customer-service message, Telegram) may deliver them at once; the others
 /// get them with the user's next reply or from the web API.
+///
+/// Every reply asks for the user's notices, and nearly always there are
+/// none; on a Qdrant server that would be a query per message for nothing.
+/// So a user found without notices is remembered as such until a notice
+/// is pushed to anyone: every push leaves a change mark (see
+/// [`kb::ChangeTopic`]) that makes every instance forget what it
+/// remembered. Delivering (removing) a notice needs no mark: it cannot
+/// make "none waiting" untrue.
 #[derive(Clone)]
 pub struct Notices {
     store: Arc<dyn PointStore>,
+    none_waiting: Arc<WatchedCache<String, ()>>,
 }
 
 impl Notices {
@@ -150,7 +164,12 @@ impl Notices {
         store
             .ensure_collection(&by_user_collection(NOTICES))
             .await?;
-        Ok(Self { store })
+        let none_waiting =
+            WatchedCache::open(&store, ChangeTopic::named(NOTICES), USERS_WITHOUT_NOTICES).await?;
+        Ok(Self {
+            store,
+            none_waiting: Arc::new(none_waiting),
+        })
     }
 
     /// Queues a notice for a user (by storage key).
@@ -173,11 +192,23 @@ impl Notices {
                 }],
             )
             .await?;
+        if let Err(error) = self.none_waiting.announce_change(&*self.store).await {
+            // The notice is stored: it is not lost, only possibly late.
+            tracing::warn!(
+                %error,
+                max_delay_s = kb::SHARED_STORE_READ_MAX_AGE.as_secs(),
+                "notice stored without its change mark: other instances may deliver it late"
+            );
+        }
         Ok(notice)
     }
 
     /// The user's waiting notices, oldest first, without removing them.
     pub async fn pending(&self, user: &str) -> Result<Vec<Notice>, StoreError> {
+        if self.none_waiting.get(&user.to_owned()).is_some() {
+            return Ok(Vec::new());
+        }
+        let read = self.none_waiting.begin_read();
         let records = scroll_all(
             &*self.store,
             NOTICES,
@@ -189,6 +220,9 @@ impl Notices {
             .filter_map(|r| serde_json::from_value(serde_json::Value::Object(r.payload)).ok())
             .collect();
         notices.sort_by_key(|n| n.id);
+        if notices.is_empty() {
+            self.none_waiting.put(user.to_owned(), read, ());
+        }
         Ok(notices)
     }
 
@@ -221,5 +255,59 @@ impl SerialSource for SessionSerials {
             .next_serial(&format!("serial:{sequence}"), floor)
             .await
             .map_err(|e| ListingError::Serials(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use kb::store::edge::EdgeStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_notice_pushed_after_none_were_found_is_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn PointStore> = Arc::new(EdgeStore::open(dir.path()).expect("store"));
+        let notices = Notices::open(store).await.expect("notices");
+        assert!(notices.pending("web:u").await.expect("pending").is_empty());
+        let pushed = notices
+            .push("web:u", "有人认领".into())
+            .await
+            .expect("push");
+        let id = pushed.id;
+        assert_eq!(
+            notices.pending("web:u").await.expect("pending"),
+            vec![pushed]
+        );
+        notices.delivered(vec![id]).await.expect("delivered");
+        assert!(notices.pending("web:u").await.expect("pending").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_notice_pushed_by_another_instance_is_found_within_a_second() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn PointStore> = Arc::new(
+            EdgeStore::open(dir.path())
+                .expect("store")
+                .shared_within_process(),
+        );
+        let here = Notices::open(Arc::clone(&store)).await.expect("here");
+        let there = Notices::open(store).await.expect("there");
+        assert!(here.pending("web:u").await.expect("pending").is_empty());
+        let pushed = there
+            .push("web:u", "需求状态已更新".into())
+            .await
+            .expect("push");
+        let started = Instant::now();
+        while here.pending("web:u").await.expect("pending").is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the notice is still hidden here a second after its push"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(here.pending("web:u").await.expect("pending"), vec![pushed]);
     }
 }

@@ -68,6 +68,31 @@ pub struct Session {
     /// Where the user is, from a shared location or a stated region.
     #[serde(default)]
     pub region: Option<String>,
+    /// Whether the user has a filing form open, as far as this session
+    /// knows (the form itself is kept elsewhere; see `listings`).
+    #[serde(default)]
+    pub form: FormPresence,
+}
+
+/// What a session knows of its user's filing form, so that the form
+/// store is read only when a form may be open. The form store stays the
+/// truth: a session lost or expired knows nothing, and the store is read.
+///
+/// The invariant: a session says [`FormPresence::Absent`] only after the
+/// store was found without a form, or the form was ended, with no form
+/// saved since. Two messages of one user handled at once can break it
+/// (the later session save wins, as for the rest of the session); the
+/// form is then overlooked until the session expires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormPresence {
+    /// Not known: read the form store.
+    #[default]
+    Unknown,
+    /// No form is open.
+    Absent,
+    /// A form was saved and not yet ended.
+    Open,
 }
 
 /// Errors from a session store.
@@ -451,6 +476,13 @@ mod tests {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
     }
 
+    #[test]
+    fn a_session_saved_before_forms_were_noted_knows_nothing_of_them() {
+        let session: Session =
+            serde_json::from_str(r#"{"region":"宜宾市"}"#).expect("an older session");
+        assert_eq!(session.form, FormPresence::Unknown);
+    }
+
     /// The same behaviour from both stores.
     async fn behaves_like_a_session_store(store: &dyn SessionStore) {
         let user = UserKey::new(Channel::Web, format!("u-{}", uuid::Uuid::new_v4()));
@@ -461,6 +493,7 @@ mod tests {
                 entry_id: "e1".into(),
                 question: "问一".into(),
             }],
+            form: FormPresence::Open,
             ..Session::default()
         };
         store.save(&user, &session).await.expect("save");

@@ -1,7 +1,7 @@
 //! Two wenke instances on one set of stores behave as one service: a demand
 //! form started on one continues on the other, a WeChat retry that reaches
-//! the other instance is answered once, and an entry published on one is
-//! answered on the other within a second.
+//! the other instance is answered once, and an entry published or a notice
+//! queued on one reaches the other's replies within a second.
 //!
 //! Sessions, dedup claims and listing numbers are in the real Redis on this
 //! machine (`REDIS_URL`, default `redis://127.0.0.1:6379`). With
@@ -168,6 +168,29 @@ async fn two_instances_on_shared_stores_act_as_one() -> anyhow::Result<()> {
         .find(&[("user", &format!("wechat:{openid}"))])
         .await?;
     assert_eq!(turns.len(), 1, "one turn for two deliveries");
+
+    // A notice queued on A reaches the user's next reply on B within a
+    // second, although B has just found none waiting for them.
+    let waiting = format!("waiter-{}", uuid::Uuid::new_v4());
+    chat(&base_b, &waiting, "你好").await?;
+    let notice = format!("示例通知 {}", uuid::Uuid::new_v4().simple());
+    a.notify(&format!("web:{waiting}"), notice.clone()).await;
+    let queued = Instant::now();
+    loop {
+        let reply = chat(&base_b, &waiting, "你好").await?;
+        if reply["reply"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&notice)
+        {
+            break;
+        }
+        assert!(
+            queued.elapsed() < Duration::from_secs(1),
+            "B still replies {reply} without the notice a second after A queued it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Published on A, answered on B within a second, although B has just
     // searched the same question and may hold the result.
