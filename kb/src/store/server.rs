@@ -85,6 +85,51 @@ fn server_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Server(e.to_string())
 }
 
+/// A read that failed faster than this is tried once more; a slower one
+/// has spent the user's wait already.
+const READ_RETRY_WITHIN: Duration = Duration::from_millis(1_000);
+/// The pause before that second attempt.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(30);
+
+/// Whether an error is one a cluster clears by itself within moments: the
+/// node could not be reached or reach a peer (`Unavailable`), a connection
+/// between nodes was torn down under load (`ResourceExhausted` with "h2
+/// protocol error", seen while a restarted node's replicas were being
+/// caught up), or the request lost a race with a shard transfer
+/// (`Aborted`). A bad request or a missing collection is not.
+fn is_transient(error: &qdrant_client::QdrantError) -> bool {
+    use qdrant_client::QdrantError;
+    use tonic::Code;
+    match error {
+        QdrantError::ResponseError { status } => matches!(
+            status.code(),
+            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+        ),
+        QdrantError::ResourceExhaustedError { .. } => true,
+        _ => false,
+    }
+}
+
+/// Runs a read, and once more when it failed fast with a transient error
+/// (see [`is_transient`]): reads are idempotent, and one node of a cluster
+/// restarting or moving shards should cost the user nothing. qdrant-client
+/// itself retries only a channel that failed to connect.
+async fn read<T, F, Fut>(attempt: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, qdrant_client::QdrantError>>,
+{
+    let started = tokio::time::Instant::now();
+    match attempt().await {
+        Err(error) if is_transient(&error) && started.elapsed() < READ_RETRY_WITHIN => {
+            tracing::info!(%error, "Qdrant read failed; trying once more");
+            tokio::time::sleep(READ_RETRY_PAUSE).await;
+            attempt().await.map_err(server_error)
+        }
+        result => result.map_err(server_error),
+    }
+}
+
 impl ServerStore {
     /// Connects (lazily: the first call reaches the server).
     pub fn connect(config: &ServerConfig) -> Result<Self, StoreError> {
@@ -412,11 +457,10 @@ impl PointStore for ServerStore {
             return Ok(Vec::new());
         }
         let point_ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
-        let response = self
-            .client
-            .get_points(GetPointsBuilder::new(self.name(collection), point_ids).with_payload(true))
-            .await
-            .map_err(server_error)?;
+        let request = GetPointsBuilder::new(self.name(collection), point_ids)
+            .with_payload(true)
+            .build();
+        let response = read(|| self.client.get_points(request.clone())).await?;
         let mut by_id: HashMap<Uuid, Payload> = response
             .result
             .into_iter()
@@ -449,7 +493,8 @@ impl PointStore for ServerStore {
         if let Some(offset) = offset {
             request = request.offset(PointId::from(offset.to_string()));
         }
-        let response = self.client.scroll(request).await.map_err(server_error)?;
+        let request = request.build();
+        let response = read(|| self.client.scroll(request.clone())).await?;
         let records = records_of(response.result);
         Ok((records, uuid_of(response.next_page_offset)))
     }
@@ -477,7 +522,8 @@ impl PointStore for ServerStore {
         if let Some(filter) = server_filter(&filter) {
             request = request.filter(filter);
         }
-        let response = self.client.scroll(request).await.map_err(server_error)?;
+        let request = request.build();
+        let response = read(|| self.client.scroll(request.clone())).await?;
         Ok(records_of(response.result))
     }
 
@@ -561,7 +607,8 @@ impl PointStore for ServerStore {
         if let Some(filter) = server_filter(&filter) {
             request = request.filter(filter);
         }
-        let response = self.client.count(request).await.map_err(server_error)?;
+        let request = request.build();
+        let response = read(|| self.client.count(request.clone())).await?;
         Ok(response.result.map_or(0, |r| r.count as usize))
     }
 
@@ -590,7 +637,8 @@ impl PointStore for ServerStore {
         if let Some(filter) = server_filter(&request.filter) {
             query = query.filter(filter);
         }
-        let response = self.client.query(query).await.map_err(server_error)?;
+        let query = query.build();
+        let response = read(|| self.client.query(query.clone())).await?;
         Ok(response
             .result
             .into_iter()
@@ -632,5 +680,69 @@ impl PointStore for ServerStore {
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use qdrant_client::QdrantError;
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    fn failure(code: Code) -> QdrantError {
+        QdrantError::ResponseError {
+            status: Status::new(code, "test"),
+        }
+    }
+
+    /// Runs `read` over attempts that fail with `first` and then succeed;
+    /// returns the outcome and the number of attempts.
+    async fn read_failing_once_with(first: Code) -> (Result<u8, StoreError>, usize) {
+        let attempts = AtomicUsize::new(0);
+        let outcome = read(|| async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(failure(first)),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        (outcome, attempts.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_transiently_is_tried_once_more() {
+        for code in [Code::Unavailable, Code::ResourceExhausted, Code::Aborted] {
+            let (outcome, attempts) = read_failing_once_with(code).await;
+            assert_eq!(outcome.ok(), Some(7), "{code:?}");
+            assert_eq!(attempts, 2, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_refused_for_what_it_asks_is_not_retried() {
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::DeadlineExceeded,
+        ] {
+            let (outcome, attempts) = read_failing_once_with(code).await;
+            assert!(outcome.is_err(), "{code:?}");
+            assert_eq!(attempts, 1, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_keeps_failing_is_tried_twice_at_most() {
+        let attempts = AtomicUsize::new(0);
+        let outcome: Result<(), StoreError> = read(|| async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err(failure(Code::Unavailable))
+        })
+        .await;
+        assert!(outcome.is_err());
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
     }
 }
