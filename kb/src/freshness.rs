@@ -76,11 +76,6 @@ impl ChangeTopic {
             mark_point: Uuid::new_v5(&KNOWLEDGE_BASE_MARK_POINT, name.as_bytes()),
         }
     }
-
-    /// The name, for logs.
-    pub fn name(self) -> &'static str {
-        self.name
-    }
 }
 
 /// The collection of the change mark.

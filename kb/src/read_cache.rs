@@ -78,10 +78,11 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
 
 /// Reads of one [`ChangeTopic`] kept until that topic changes: a change
 /// announced here, or on a store other instances write too, a change
-/// mark of any instance (see [`Freshness`] for how long such reads are
+/// mark of any instance (`freshness.rs` says how long such reads are
 /// trusted). For data outside the knowledge base that is read on every
 /// message and rarely changes, such as the engine's notices.
 pub struct WatchedCache<K: Hash + Eq, V: Clone> {
+    store: Arc<dyn PointStore>,
     freshness: Arc<Freshness>,
     reads: ReadCache<K, V>,
     /// Polls the topic's mark on a shared store; stops when dropped.
@@ -99,6 +100,7 @@ impl<K: Hash + Eq, V: Clone> WatchedCache<K, V> {
         let freshness = Arc::new(Freshness::new(store.writers(), topic));
         let watch = watch_marks(store, &freshness).await?;
         Ok(Self {
+            store: Arc::clone(store),
             reads: ReadCache::new(capacity, Arc::clone(&freshness)),
             freshness,
             _watch: watch,
@@ -125,9 +127,9 @@ impl<K: Hash + Eq, V: Clone> WatchedCache<K, V> {
     /// store, in every instance within a poll of the mark. Call it after
     /// the change is stored. When the mark cannot be written, the error is
     /// returned and only this instance's reads are stale: the others keep
-    /// theirs for at most the longest time a read is trusted.
-    pub async fn announce_change(&self, store: &dyn PointStore) -> Result<(), StoreError> {
-        announce_change(store, &self.freshness).await
+    /// theirs for at most [`crate::SHARED_STORE_READ_MAX_AGE`].
+    pub async fn announce_change(&self) -> Result<(), StoreError> {
+        announce_change(self.store.as_ref(), &self.freshness).await
     }
 }
 

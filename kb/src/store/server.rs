@@ -92,11 +92,12 @@ const READ_RETRY_WITHIN: Duration = Duration::from_millis(1_000);
 const READ_RETRY_PAUSE: Duration = Duration::from_millis(30);
 
 /// Whether an error is one a cluster clears by itself within moments: the
-/// node could not be reached or reach a peer (`Unavailable`), a connection
-/// between nodes was torn down under load (`ResourceExhausted` with "h2
-/// protocol error", seen while a restarted node's replicas were being
-/// caught up), or the request lost a race with a shard transfer
-/// (`Aborted`). A bad request or a missing collection is not.
+/// node could not be reached or reach a peer (`Unavailable`), it shed the
+/// request (`ResourceExhausted`: its rate limit, or, as seen while a
+/// restarted node's replicas were being caught up, "h2 protocol error"
+/// from a connection between nodes torn down under load), or the request
+/// lost a race with a shard transfer (`Aborted`). A bad request, a missing
+/// collection or a timeout is not.
 fn is_transient(error: &qdrant_client::QdrantError) -> bool {
     use qdrant_client::QdrantError;
     use tonic::Code;
@@ -114,7 +115,7 @@ fn is_transient(error: &qdrant_client::QdrantError) -> bool {
 /// (see [`is_transient`]): reads are idempotent, and one node of a cluster
 /// restarting or moving shards should cost the user nothing. qdrant-client
 /// itself retries only a channel that failed to connect.
-async fn read<T, F, Fut>(attempt: F) -> Result<T, StoreError>
+async fn retrying_read<T, F, Fut>(attempt: F) -> Result<T, StoreError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, qdrant_client::QdrantError>>,
@@ -460,7 +461,7 @@ impl PointStore for ServerStore {
         let request = GetPointsBuilder::new(self.name(collection), point_ids)
             .with_payload(true)
             .build();
-        let response = read(|| self.client.get_points(request.clone())).await?;
+        let response = retrying_read(|| self.client.get_points(request.clone())).await?;
         let mut by_id: HashMap<Uuid, Payload> = response
             .result
             .into_iter()
@@ -494,7 +495,7 @@ impl PointStore for ServerStore {
             request = request.offset(PointId::from(offset.to_string()));
         }
         let request = request.build();
-        let response = read(|| self.client.scroll(request.clone())).await?;
+        let response = retrying_read(|| self.client.scroll(request.clone())).await?;
         let records = records_of(response.result);
         Ok((records, uuid_of(response.next_page_offset)))
     }
@@ -523,7 +524,7 @@ impl PointStore for ServerStore {
             request = request.filter(filter);
         }
         let request = request.build();
-        let response = read(|| self.client.scroll(request.clone())).await?;
+        let response = retrying_read(|| self.client.scroll(request.clone())).await?;
         Ok(records_of(response.result))
     }
 
@@ -608,7 +609,7 @@ impl PointStore for ServerStore {
             request = request.filter(filter);
         }
         let request = request.build();
-        let response = read(|| self.client.count(request.clone())).await?;
+        let response = retrying_read(|| self.client.count(request.clone())).await?;
         Ok(response.result.map_or(0, |r| r.count as usize))
     }
 
@@ -638,7 +639,7 @@ impl PointStore for ServerStore {
             query = query.filter(filter);
         }
         let query = query.build();
-        let response = read(|| self.client.query(query.clone())).await?;
+        let response = retrying_read(|| self.client.query(query.clone())).await?;
         Ok(response
             .result
             .into_iter()
@@ -698,11 +699,11 @@ mod tests {
         }
     }
 
-    /// Runs `read` over attempts that fail with `first` and then succeed;
+    /// Runs `retrying_read` over attempts that fail with `first` and then succeed;
     /// returns the outcome and the number of attempts.
     async fn read_failing_once_with(first: Code) -> (Result<u8, StoreError>, usize) {
         let attempts = AtomicUsize::new(0);
-        let outcome = read(|| async {
+        let outcome = retrying_read(|| async {
             match attempts.fetch_add(1, Ordering::SeqCst) {
                 0 => Err(failure(first)),
                 _ => Ok(7),
@@ -737,7 +738,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_keeps_failing_is_tried_twice_at_most() {
         let attempts = AtomicUsize::new(0);
-        let outcome: Result<(), StoreError> = read(|| async {
+        let outcome: Result<(), StoreError> = retrying_read(|| async {
             attempts.fetch_add(1, Ordering::SeqCst);
             Err(failure(Code::Unavailable))
         })
