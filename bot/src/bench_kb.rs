@@ -228,13 +228,8 @@ pub async fn run(config: &KbBenchConfig) -> anyhow::Result<()> {
         .await?;
     store
         .ensure_collection(&CollectionSpec {
-            name: records.into(),
-            dense_dim: None,
-            lexical: false,
             keyword_fields: vec!["status"],
-            lookup_fields: Vec::new(),
-            integer_fields: Vec::new(),
-            datetime_fields: Vec::new(),
+            ..CollectionSpec::payload_only(records)
         })
         .await?;
 

@@ -87,13 +87,8 @@ pub enum DictionaryError {
 
 fn spec() -> CollectionSpec {
     CollectionSpec {
-        name: EDITS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["list"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(EDITS)
     }
 }
 

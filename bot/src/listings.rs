@@ -36,13 +36,8 @@ fn now() -> i64 {
 /// A collection of JSON payloads found by the `user` field.
 fn by_user_collection(name: &str) -> CollectionSpec {
     CollectionSpec {
-        name: name.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["user"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(name)
     }
 }
 

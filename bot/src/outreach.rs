@@ -144,25 +144,16 @@ const DONE: &str = "done";
 
 fn subscribers_spec() -> CollectionSpec {
     CollectionSpec {
-        name: SUBSCRIBERS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["state", "channel", "city", "county", "crops"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(SUBSCRIBERS)
     }
 }
 
 fn broadcasts_spec() -> CollectionSpec {
     CollectionSpec {
-        name: BROADCASTS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["status", "entry_id"],
-        lookup_fields: Vec::new(),
         integer_fields: vec!["at"],
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(BROADCASTS)
     }
 }
 

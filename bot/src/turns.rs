@@ -119,9 +119,6 @@ pub struct TurnLog {
 
 fn spec() -> CollectionSpec {
     CollectionSpec {
-        name: TURNS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec![
             "channel",
             "user",
@@ -132,21 +129,15 @@ fn spec() -> CollectionSpec {
             "entry_ids",
             "feedback",
         ],
-        lookup_fields: Vec::new(),
         integer_fields: vec!["at"],
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(TURNS)
     }
 }
 
 fn summaries_spec() -> CollectionSpec {
     CollectionSpec {
-        name: SUMMARIES.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["kind", "day"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(SUMMARIES)
     }
 }
 

@@ -310,9 +310,6 @@ fn cache_size(size: usize) -> NonZeroUsize {
 
 fn entries_spec() -> CollectionSpec {
     CollectionSpec {
-        name: ENTRIES.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec![
             "status",
             "category",
@@ -323,8 +320,8 @@ fn entries_spec() -> CollectionSpec {
             TERMS_VERSION,
         ],
         lookup_fields: vec!["external_key"],
-        integer_fields: Vec::new(),
         datetime_fields: vec!["updated_at", "review_by"],
+        ..CollectionSpec::payload_only(ENTRIES)
     }
 }
 

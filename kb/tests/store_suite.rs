@@ -311,13 +311,8 @@ async fn suite(store: Arc<dyn PointStore>) {
 
     // Collections without vectors hold plain records.
     let records = CollectionSpec {
-        name: "suite_records".into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["key"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only("suite_records")
     };
     store.ensure_collection(&records).await.expect("records");
     store

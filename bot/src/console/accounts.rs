@@ -175,13 +175,8 @@ impl AccountStore {
     pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, StoreError> {
         store
             .ensure_collection(&CollectionSpec {
-                name: ACCOUNTS.into(),
-                dense_dim: None,
-                lexical: false,
                 keyword_fields: vec!["username"],
-                lookup_fields: Vec::new(),
-                integer_fields: Vec::new(),
-                datetime_fields: Vec::new(),
+                ..CollectionSpec::payload_only(ACCOUNTS)
             })
             .await?;
         Ok(Self { store })

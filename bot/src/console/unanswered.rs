@@ -56,13 +56,8 @@ struct Link {
 
 fn links_spec() -> CollectionSpec {
     CollectionSpec {
-        name: LINKS.into(),
-        dense_dim: None,
-        lexical: false,
         keyword_fields: vec!["entry_id", "status", "group"],
-        lookup_fields: Vec::new(),
-        integer_fields: Vec::new(),
-        datetime_fields: Vec::new(),
+        ..CollectionSpec::payload_only(LINKS)
     }
 }
 

@@ -53,13 +53,9 @@ impl StoreJobQueue {
     pub async fn open(store: Arc<dyn PointStore>) -> Result<Self, JobError> {
         store
             .ensure_collection(&CollectionSpec {
-                name: JOBS.into(),
-                dense_dim: None,
-                lexical: false,
                 keyword_fields: vec!["state"],
-                lookup_fields: Vec::new(),
-                integer_fields: Vec::new(),
                 datetime_fields: vec!["due_at"],
+                ..CollectionSpec::payload_only(JOBS)
             })
             .await?;
         Ok(Self {

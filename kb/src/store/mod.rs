@@ -68,7 +68,8 @@ pub struct CollectionSpec {
 }
 
 impl CollectionSpec {
-    /// A collection of payloads alone: no vectors, no payload indexes.
+    /// A collection of payloads alone: no vectors and no payload indexes;
+    /// the base, with `..`, of payload collections that index fields.
     pub fn payload_only(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
